@@ -1,0 +1,10 @@
+"""Reproducible experiments behind ``provex benchmark NAME``.
+
+Each module named in :data:`BENCHMARKS` has ``main(argv) -> int``; it writes ``results.json``
+and PNG figures into its ``--out`` folder and prints a short table. Thin scripts in the
+repository's ``benchmarks/`` folder call the same ``main``.
+"""
+
+BENCHMARKS: dict[str, str] = {
+    "model-speed": "provex.benchmarks.model_speed",
+}

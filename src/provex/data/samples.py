@@ -1,0 +1,57 @@
+"""Small fixed sample sets that ship inside the package, so default runs need no data folder.
+
+``samples("mnist")``: 50 MNIST *test* images, the first 5 of each digit 0-9 in test-set
+order, sorted by index (the indices are returned in ``info`` and listed in the README).
+:func:`build_mnist_samples` recreates the shipped file from the IDX files.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from provex.data.mnist import load_mnist
+from provex.explanation import atomic_path
+
+__all__ = ["ASSETS_DIR", "build_mnist_samples", "sample_indices", "samples"]
+
+ASSETS_DIR = Path(__file__).resolve().parent / "assets"
+_FILES = {"mnist": "mnist_samples.npz"}
+PER_CLASS = 5
+
+
+def _read(name: str) -> dict[str, np.ndarray]:
+    if name not in _FILES:
+        raise ValueError(f"unknown sample set {name!r}; available: {', '.join(sorted(_FILES))}")
+    with np.load(ASSETS_DIR / _FILES[name], allow_pickle=False) as f:
+        return {k: f[k] for k in f.files}
+
+
+def samples(name: str = "mnist") -> tuple[torch.Tensor, torch.Tensor]:
+    """``(images, labels)``: float32 (50, 1, 28, 28) in [0, 1] and int64 (50,)."""
+    d = _read(name)
+    x = torch.from_numpy(d["images"].astype(np.float32) / 255.0).unsqueeze(1)
+    return x.contiguous(), torch.from_numpy(d["labels"].astype(np.int64))
+
+
+def sample_indices(name: str = "mnist") -> list[int]:
+    """Positions of the shipped samples in the original test split."""
+    return [int(i) for i in _read(name)["indices"]]
+
+
+def build_mnist_samples(root: str | os.PathLike | None = None, out: str | os.PathLike | None = None) -> Path:
+    """Recreate the shipped MNIST sample file from the IDX files (first 5 test images per class)."""
+    x, y = load_mnist("test", root=root)
+    idx = np.sort(np.concatenate([np.nonzero(y.numpy() == c)[0][:PER_CLASS] for c in range(10)]))
+    images = np.rint(x[idx, 0].numpy() * 255.0).astype(np.uint8)
+    final, tmp = atomic_path(out or ASSETS_DIR / _FILES["mnist"])
+    try:
+        with open(tmp, "wb") as fh:
+            np.savez_compressed(fh, images=images, labels=y[idx].numpy().astype(np.uint8), indices=idx.astype(np.int32))
+        tmp.replace(final)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return final
