@@ -1,0 +1,1 @@
+"""Figures: heat maps over images, curves, grids (matplotlib, written atomically to PNG)."""
