@@ -3,4 +3,5 @@
 Each family adds one import line here; the registry imports this module on first use.
 """
 
+from provex import shapley  # noqa: F401
 from provex.baselines import gradient  # noqa: F401
