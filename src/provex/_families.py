@@ -4,3 +4,4 @@ Each family adds one import line here; the registry imports this module on first
 """
 
 from provex.baselines import gradient  # noqa: F401
+from provex.stats import xrt  # noqa: F401
