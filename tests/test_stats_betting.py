@@ -198,6 +198,25 @@ def test_never_peeks_beyond_the_current_step_or_tau_max() -> None:
     assert torch.equal(changed[:56], base.wealth[:56]) and not torch.equal(changed, base.wealth)
 
 
+def test_cskit_reads_and_samples_only_the_first_tau_max_observations() -> None:
+    calls: list[int] = []
+
+    def sampler(z: torch.Tensor, keep: list[int], gen: torch.Generator | None) -> torch.Tensor:
+        calls.append(z.shape[0])
+        return synthetic_sampler().sample(z, keep, gen)
+
+    gen = torch.Generator().manual_seed(13)
+    z, y = sample_synthetic(100, (0.3, 0.3, 0.3), generator=gen)
+    torch.manual_seed(0)  # seed=None: data in the given order, sampler on the global generator
+    base = cskit(y, z, 1, sampler, "linear", tau_max=40, seed=None, stop_at=float("inf"))
+    assert calls == [40]
+    z2, y2 = z.clone(), y.clone()
+    z2[40:], y2[40:] = 1e3, -1e3
+    torch.manual_seed(0)
+    again = cskit(y2, z2, 1, synthetic_sampler(), "linear", tau_max=40, seed=None, stop_at=float("inf"))
+    assert torch.equal(again.wealth, base.wealth)
+
+
 @pytest.mark.parametrize("test", ["skit", "cskit", "xskit"])
 def test_type_one_error_under_the_null(test: str) -> None:
     """Rejection rate at b2 = 0 (Z2 unimportant everywhere) stays within alpha's binomial band."""

@@ -1,7 +1,9 @@
 """Statistical importance with error control, measured on problems with a known answer.
 
 ``provex benchmark betting [--repeats R] [--tau-max T] [--fdr-repeats F] [--xrt-repeats X]
-[--no-sweep] [--out DIR]`` runs:
+[--no-sweep] [--blocks synthetic,sweep,fdr,xrt] [--out DIR]`` runs the blocks below. Each
+block draws from its own random stream, so ``--blocks xrt`` reruns one block alone and merges it
+into an existing ``results.json`` made with the same settings:
 
 1. Testing by betting on the synthetic experiment of Teneggi & Sulam (2024) with exact
    conditionals (Z1 ~ N(1,1), Z2 ~ N(-1,1), Z3 = Z1 + N(0,1);
@@ -22,6 +24,7 @@ Writes ``results.json`` and the figures into ``--out``.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import time
 from pathlib import Path
@@ -53,6 +56,7 @@ from provex.viz.heatmap import save_figure
 __all__ = ["main"]
 
 BASE_BETA = (0.3, 0.0, 0.3)
+BLOCKS = ("synthetic", "sweep", "fdr", "xrt")
 XSKIT_POINT = (0.0, 1.0, 1.0)  # z2 = 1, z3 = 1 (z1 is redrawn given z3)
 
 
@@ -178,6 +182,20 @@ def fdr_block(a: argparse.Namespace, gen: torch.Generator) -> list[dict[str, Any
     return rows
 
 
+def _seed(a: argparse.Namespace, setting: int, repeat: int) -> int:
+    """Distinct seeds per setting: shared seeds would couple the settings' p-values."""
+    return a.seed + 100_000 * setting + repeat
+
+
+def _null_row(j: int, c: list[int], ps: list[float], alpha: float) -> dict[str, Any]:
+    return {
+        "j": j,
+        "C": c,
+        "ks_pvalue": float(kstest(ps, "uniform").pvalue),
+        "rejection_rate": float(np.mean(np.array(ps) <= alpha)),
+    }
+
+
 def xrt_block(a: argparse.Namespace) -> dict[str, Any]:
     d = 5
     sampler = GaussianSampler(torch.zeros(d), torch.eye(d))
@@ -185,34 +203,25 @@ def xrt_block(a: argparse.Namespace) -> dict[str, Any]:
     def f(xs: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(3 * xs[:, 0] + 3 * xs[:, 1])
 
-    gen = torch.Generator().manual_seed(a.seed)
+    gen = block_generator(a.seed, "xrt")
     xs = torch.randn(a.xrt_repeats, d, generator=gen, dtype=torch.float64)
     xs[:, 0] = 1.5  # the important feature sits at a value that raises f
     null_rows, power_rows = [], []
     null_p = {}
-    for j, c in ((3, []), (3, [0]), (4, [0, 2]), (2, [1])):
+    for s_id, (j, c) in enumerate(((3, []), (3, [0]), (4, [0, 2]), (2, [1]))):
         ps = [
-            shap_xrt(f, sampler, xs[r], j, c, K=a.xrt_k, M=1, seed=a.seed + r, shapley=False).p_value
+            shap_xrt(f, sampler, xs[r], j, c, K=a.xrt_k, M=1, seed=_seed(a, s_id, r), shapley=False).p_value
             for r in tqdm(range(a.xrt_repeats), desc=f"xrt null j={j}", disable=not a.progress)
         ]
         null_p[f"j={j}, C={c}"] = ps
-        null_rows.append(
-            {
-                "j": j,
-                "C": c,
-                "ks_pvalue": float(kstest(ps, "uniform").pvalue),
-                "rejection_rate": float(np.mean(np.array(ps) <= a.alpha)),
-            }
-        )
-    for m in (1, 5, 20):
-        for c in ([], [2]):
-            ps = [
-                shap_xrt(f, sampler, xs[r], 0, c, K=a.xrt_k, M=m, seed=a.seed + r, shapley=False).p_value
-                for r in range(a.xrt_repeats)
-            ]
-            power_rows.append(
-                {"j": 0, "C": c, "M": m, "power": float(np.mean(np.array(ps) <= a.alpha)), "mean_p": float(np.mean(ps))}
-            )
+        null_rows.append(_null_row(j, c, ps, a.alpha))
+    for s_id, (m, c) in enumerate([(m, c) for m in (1, 5, 20) for c in ([], [2])], start=10):
+        ps = [
+            shap_xrt(f, sampler, xs[r], 0, c, K=a.xrt_k, M=m, seed=_seed(a, s_id, r), shapley=False).p_value
+            for r in range(a.xrt_repeats)
+        ]
+        power = float(np.mean(np.array(ps) <= a.alpha))
+        power_rows.append({"j": 0, "C": c, "M": m, "power": power, "mean_p": float(np.mean(ps))})
     # correlated features: x2 (corr. 0.8 with x0) is unused by f; given x0 it is a null, alone it is not
     cov = torch.eye(3, dtype=torch.float64)
     cov[0, 2] = cov[2, 0] = 0.8
@@ -221,19 +230,12 @@ def xrt_block(a: argparse.Namespace) -> dict[str, Any]:
     x2 = corr.draw(a.xrt_repeats, gen)
     x2[:, 2] = 1.5
     corr_rows = []
-    for c in ([0], []):
+    for s_id, c in enumerate(([0], []), start=20):
         ps = [
-            shap_xrt(f2, corr, x2[r], 2, c, K=a.xrt_k, seed=a.seed + r, shapley=False).p_value
+            shap_xrt(f2, corr, x2[r], 2, c, K=a.xrt_k, seed=_seed(a, s_id, r), shapley=False).p_value
             for r in range(a.xrt_repeats)
         ]
-        corr_rows.append(
-            {
-                "j": 2,
-                "C": c,
-                "ks_pvalue": float(kstest(ps, "uniform").pvalue),
-                "rejection_rate": float(np.mean(np.array(ps) <= a.alpha)),
-            }
-        )
+        corr_rows.append(_null_row(2, c, ps, a.alpha))
     # binary f: closed form E[p] = 1 - K/(K+1) a (1 - b) and the bound 1 - K/(K+1) gamma
     s2 = GaussianSampler(torch.zeros(2), torch.eye(2))
     thr = 2.0
@@ -242,41 +244,49 @@ def xrt_block(a: argparse.Namespace) -> dict[str, Any]:
         return ((t[:, 0] + 0.5 * t[:, 1]) > thr).double()
 
     b = float(1 - norm.cdf(thr / math.sqrt(1.25)))
+    k = a.xrt_k
     bound_rows = []
-    for x0 in np.linspace(0.0, 4.5, 10):
+    for s_id, x0 in enumerate(np.linspace(0.0, 4.5, 10), start=30):
         av = float(1 - norm.cdf((thr - x0) / 0.5))
         gamma = av - b
+        x = torch.tensor([x0, 0.0], dtype=torch.float64)
         ps = [
-            shap_xrt(
-                fb, s2, torch.tensor([x0, 0.0], dtype=torch.float64), 0, [], K=a.xrt_k, seed=r, shapley=False
-            ).p_value
+            shap_xrt(fb, s2, x, 0, [], K=k, seed=_seed(a, s_id, r), shapley=False).p_value
             for r in range(a.bound_repeats)
         ]
-        mean_p = float(np.mean(ps))
-        se = float(np.std(ps) / math.sqrt(len(ps)))
-        k = a.xrt_k
         bound_rows.append(
             {
                 "x0": float(x0),
                 "gamma": gamma,
-                "mean_p": mean_p,
-                "se": se,
+                "mean_p": float(np.mean(ps)),
+                "se": float(np.std(ps) / math.sqrt(len(ps))),
                 "closed_form": 1 - k / (k + 1) * av * (1 - b),
                 "bound": 1 - k / (k + 1) * gamma,
                 "gamma_ge_1_minus_alpha": gamma >= 1 - a.alpha,
             }
         )
+    high = [r["mean_p"] for r in bound_rows if r["gamma_ge_1_minus_alpha"]]
+    check = {
+        "bound_holds_within_3se": all(r["mean_p"] <= r["bound"] + 3 * r["se"] for r in bound_rows),
+        "closed_form_within_3se": all(
+            abs(r["mean_p"] - r["closed_form"])
+            <= 3 * math.sqrt(r["closed_form"] * (1 - r["closed_form"]) / a.bound_repeats)
+            for r in bound_rows
+        ),
+        "max_mean_p_where_gamma_ge_1_minus_alpha": max(high) if high else None,
+        "finite_K_guarantee": a.alpha + (1 - a.alpha) / (k + 1),
+    }
     return {
         "null": null_rows,
         "power": power_rows,
         "correlated": corr_rows,
         "binary_bound": bound_rows,
+        "binary_bound_check": check,
         "null_p_values": null_p,
     }
 
 
-def _plots(out: Path, a: argparse.Namespace, paths: dict, sweep: dict | None, xrt: dict) -> list[str]:
-    files = []
+def _plot_wealth(out: Path, a: argparse.Namespace, paths: dict) -> str:
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), sharey=True)
     for ax, kernel in zip(axes, ("linear", "rbf")):
         for b2, color in ((0.0, "tab:blue"), (0.1, "tab:red")):
@@ -297,25 +307,30 @@ def _plots(out: Path, a: argparse.Namespace, paths: dict, sweep: dict | None, xr
         ax.set_xlabel("step t")
     axes[0].set_ylabel("wealth")
     axes[0].legend(fontsize=8)
-    files.append(save_figure(fig, out / "wealth.png").name)
-    if sweep is not None:
-        fig, axes = plt.subplots(1, 3, figsize=(14, 3.8), sharey=True)
-        for ax, test in zip(axes, ("skit", "cskit", "xskit")):
-            for kernel, color in (("linear", "tab:blue"), ("rbf", "tab:red")):
-                s = sweep[f"{test}/{kernel}"]
-                ax.plot(sweep["b2"], s["rejection_rate"], "o-", color=color, label=f"rejection rate ({kernel})")
-                ax.plot(sweep["b2"], s["mean_tau"], "o--", color=color, alpha=0.6, label=f"tau / tau_max ({kernel})")
-            ax.axhline(a.alpha, color="k", ls=":", lw=1, label="alpha")
-            ax.set_xlabel("b2")
-            ax.set_title(
-                {
-                    "skit": "SKIT: Y indep. Z2",
-                    "cskit": "cSKIT: Y indep. Z2 | Z1, Z3",
-                    "xskit": "xSKIT at z2 = 1, z3 = 1, C = {Z3}",
-                }[test]
-            )
-        axes[0].legend(fontsize=7)
-        files.append(save_figure(fig, out / "sweep.png").name)
+    return save_figure(fig, out / "wealth.png").name
+
+
+def _plot_sweep(out: Path, a: argparse.Namespace, sweep: dict) -> str:
+    fig, axes = plt.subplots(1, 3, figsize=(14, 3.8), sharey=True)
+    for ax, test in zip(axes, ("skit", "cskit", "xskit")):
+        for kernel, color in (("linear", "tab:blue"), ("rbf", "tab:red")):
+            s = sweep[f"{test}/{kernel}"]
+            ax.plot(sweep["b2"], s["rejection_rate"], "o-", color=color, label=f"rejection rate ({kernel})")
+            ax.plot(sweep["b2"], s["mean_tau"], "o--", color=color, alpha=0.6, label=f"tau / tau_max ({kernel})")
+        ax.axhline(a.alpha, color="k", ls=":", lw=1, label="alpha")
+        ax.set_xlabel("b2")
+        ax.set_title(
+            {
+                "skit": "SKIT: Y indep. Z2",
+                "cskit": "cSKIT: Y indep. Z2 | Z1, Z3",
+                "xskit": "xSKIT at z2 = 1, z3 = 1, C = {Z3}",
+            }[test]
+        )
+    axes[0].legend(fontsize=7)
+    return save_figure(fig, out / "sweep.png").name
+
+
+def _plot_xrt(out: Path, a: argparse.Namespace, xrt: dict) -> str:
     fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(11, 3.8))
     for name, ps in xrt["null_p_values"].items():
         ax0.hist(ps, bins=20, range=(0, 1), histtype="step", density=True, label=name)
@@ -334,8 +349,37 @@ def _plots(out: Path, a: argparse.Namespace, paths: dict, sweep: dict | None, xr
     ax1.set_ylabel("E[p]")
     ax1.set_title("binary f: expected p-value")
     ax1.legend(fontsize=7)
-    files.append(save_figure(fig, out / "xrt.png").name)
-    return files
+    return save_figure(fig, out / "xrt.png").name
+
+
+def block_generator(seed: int, block: str) -> torch.Generator:
+    """Each block draws from its own stream, so a block run alone reproduces the full run's numbers."""
+    return torch.Generator().manual_seed(seed + 1_000_003 * BLOCKS.index(block))
+
+
+def _parse_blocks(text: str) -> list[str]:
+    names = [b.strip() for b in text.split(",") if b.strip()]
+    bad = [b for b in names if b not in BLOCKS]
+    if bad or not names:
+        raise ValueError(f"--blocks must be a comma-separated subset of {','.join(BLOCKS)}, got {text!r}")
+    return [b for b in BLOCKS if b in names]
+
+
+# settings that change no block's numbers
+_RUN_ONLY = ("blocks", "progress", "out")
+
+
+def _previous(path: Path, a: argparse.Namespace) -> dict[str, Any]:
+    """The results file to merge a partial run into; its settings must match this run's."""
+    if not path.is_file():
+        return {}
+    old = json.loads(path.read_text())
+    mine = {k: v for k, v in vars(a).items() if k not in _RUN_ONLY}
+    theirs = {k: v for k, v in old.get("settings", {}).items() if k not in _RUN_ONLY}
+    if mine != theirs:
+        diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+        raise ValueError(f"--blocks: {path} was made with other settings ({', '.join(diff)}); use another --out")
+    return old
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -350,6 +394,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--xrt-k", type=int, default=100)
     p.add_argument("--bound-repeats", type=int, default=2000)
     p.add_argument("--no-sweep", action="store_true", help="skip the b2 sweep")
+    p.add_argument(
+        "--blocks",
+        default=",".join(BLOCKS),
+        help="comma-separated blocks to run (default all); the others are kept from --out/results.json, "
+        "which must have been made with the same settings",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--progress", action="store_true")
     p.add_argument("--out", default="results/betting")
@@ -359,84 +409,87 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"--{name.replace('_', '-')} must be at least 2")
     if not 0 < a.alpha < 1:
         raise ValueError(f"--alpha must be in (0, 1), got {a.alpha}")
+    blocks = _parse_blocks(a.blocks)
+    if a.no_sweep:
+        blocks = [b for b in blocks if b != "sweep"]
     out = Path(a.out)
-    gen = torch.Generator().manual_seed(a.seed)
+    results = _previous(out / "results.json", a) if len(blocks) < len(BLOCKS) else {}
+    results.update({"settings": vars(a), "environment": environment()})
+    timings: dict[str, float] = dict(results.get("timings_seconds", {}))
+    figures: set[str] = set(results.get("figures", []))
     start = time.perf_counter()
-    timings: dict[str, float] = {}
 
-    t0 = time.perf_counter()
-    rows, paths = synthetic_block(a, gen)
-    timings["synthetic"] = time.perf_counter() - t0
-    print(f"\nSynthetic experiment, tests on Z2: {a.repeats} repeats, tau_max = {a.tau_max}, alpha = {a.alpha}")
-    print_table(
-        [[r["b2"], r["test"], r["kernel"], r["rejection_rate"], r["mean_tau"], r["seconds"]] for r in rows],
-        ["b2", "test", "kernel", "rejection rate", "mean tau/tau_max", "seconds"],
-    )
-    speed = speed_block(a, gen)
-    print(
-        f"\nbatched {a.repeats} repeats: {speed['batched_seconds']:.2f} s; one test {speed['single_seconds']:.2f} s "
-        f"(x{a.repeats} = {speed['loop_estimate_seconds']:.1f} s): speed-up {speed['speedup']:.1f}x"
-    )
-
-    sweep = None
-    if not a.no_sweep:
+    if "synthetic" in blocks:
         t0 = time.perf_counter()
-        sweep = sweep_block(a, gen)
+        gen = block_generator(a.seed, "synthetic")
+        rows, paths = synthetic_block(a, gen)
+        print(f"\nSynthetic experiment, tests on Z2: {a.repeats} repeats, tau_max = {a.tau_max}, alpha = {a.alpha}")
+        print_table(
+            [[r["b2"], r["test"], r["kernel"], r["rejection_rate"], r["mean_tau"], r["seconds"]] for r in rows],
+            ["b2", "test", "kernel", "rejection rate", "mean tau/tau_max", "seconds"],
+        )
+        speed = speed_block(a, gen)
+        print(
+            f"\nbatched {a.repeats} repeats: {speed['batched_seconds']:.2f} s; "
+            f"one test {speed['single_seconds']:.2f} s "
+            f"(x{a.repeats} = {speed['loop_estimate_seconds']:.1f} s): speed-up {speed['speedup']:.1f}x"
+        )
+        figures.add(_plot_wealth(out, a, paths))
+        results.update({"synthetic": rows, "speed": speed})
+        timings["synthetic"] = time.perf_counter() - t0
+
+    if "sweep" in blocks:
+        t0 = time.perf_counter()
+        sweep = sweep_block(a, block_generator(a.seed, "sweep"))
+        figures.add(_plot_sweep(out, a, sweep))
+        results["sweep"] = sweep
         timings["sweep"] = time.perf_counter() - t0
 
-    t0 = time.perf_counter()
-    fdr_rows = fdr_block(a, gen)
-    timings["fdr"] = time.perf_counter() - t0
-    print(f"\nFDR over (Z1, Z2, Z3) with e-BH, {a.fdr_repeats} repeats, alpha = {a.alpha}")
-    print_table(
-        [
+    if "fdr" in blocks:
+        t0 = time.perf_counter()
+        fdr_rows = fdr_block(a, block_generator(a.seed, "fdr"))
+        timings["fdr"] = time.perf_counter() - t0
+        print(f"\nFDR over (Z1, Z2, Z3) with e-BH, {a.fdr_repeats} repeats, alpha = {a.alpha}")
+        print_table(
             [
-                r["setting"],
-                r["test"],
-                r["kernel"],
-                r["fdr_ebh"],
-                r["fdr_uncorrected"],
-                r.get("power_ebh", "-"),
-                r["seconds"],
-            ]
-            for r in fdr_rows
-        ],
-        ["setting", "test", "kernel", "FDR e-BH", "FDR uncorrected", "power e-BH", "seconds"],
-    )
+                [
+                    r["setting"],
+                    r["test"],
+                    r["kernel"],
+                    r["fdr_ebh"],
+                    r["fdr_uncorrected"],
+                    r.get("power_ebh", "-"),
+                    r["seconds"],
+                ]
+                for r in fdr_rows
+            ],
+            ["setting", "test", "kernel", "FDR e-BH", "FDR uncorrected", "power e-BH", "seconds"],
+        )
+        results["fdr"] = fdr_rows
 
-    t0 = time.perf_counter()
-    xrt = xrt_block(a)
-    timings["xrt"] = time.perf_counter() - t0
-    print(f"\nSHAP-XRT null p-values ({a.xrt_repeats} repeats, K = {a.xrt_k})")
-    print_table(
-        [[r["j"], str(r["C"]), r["ks_pvalue"], r["rejection_rate"]] for r in xrt["null"] + xrt["correlated"]],
-        ["j", "C", "KS p-value", "rejection rate"],
-    )
-    print_table(
-        [[r["j"], str(r["C"]), r["M"], r["power"], r["mean_p"]] for r in xrt["power"]],
-        ["j", "C", "M", "power", "mean p"],
-    )
-    print_table(
-        [[r["gamma"], r["mean_p"], r["closed_form"], r["bound"]] for r in xrt["binary_bound"]],
-        ["gamma", "mean p", "closed form", "bound 1-K/(K+1)gamma"],
-    )
+    if "xrt" in blocks:
+        t0 = time.perf_counter()
+        xrt = xrt_block(a)
+        timings["xrt"] = time.perf_counter() - t0
+        print(f"\nSHAP-XRT null p-values ({a.xrt_repeats} repeats, K = {a.xrt_k})")
+        print_table(
+            [[r["j"], str(r["C"]), r["ks_pvalue"], r["rejection_rate"]] for r in xrt["null"] + xrt["correlated"]],
+            ["j", "C", "KS p-value", "rejection rate"],
+        )
+        print_table(
+            [[r["j"], str(r["C"]), r["M"], r["power"], r["mean_p"]] for r in xrt["power"]],
+            ["j", "C", "M", "power", "mean p"],
+        )
+        print_table(
+            [[r["gamma"], r["mean_p"], r["closed_form"], r["bound"]] for r in xrt["binary_bound"]],
+            ["gamma", "mean p", "closed form", "bound 1-K/(K+1)gamma"],
+        )
+        print(xrt["binary_bound_check"])
+        figures.add(_plot_xrt(out, a, xrt))
+        results["shap_xrt"] = {k: v for k, v in xrt.items() if k != "null_p_values"}
 
-    files = _plots(out, a, paths, sweep, xrt)
-    xrt_json = {k: v for k, v in xrt.items() if k != "null_p_values"}
-    write_json(
-        out / "results.json",
-        {
-            "settings": vars(a),
-            "environment": environment(),
-            "synthetic": rows,
-            "speed": speed,
-            "sweep": sweep,
-            "fdr": fdr_rows,
-            "shap_xrt": xrt_json,
-            "timings_seconds": timings,
-            "total_seconds": time.perf_counter() - start,
-            "figures": files,
-        },
-    )
-    print(f"\nwrote {out / 'results.json'} and {', '.join(files)} in {time.perf_counter() - start:.0f} s")
+    results["timings_seconds"] = timings
+    results["figures"] = sorted(figures)
+    write_json(out / "results.json", results)
+    print(f"\nwrote {out / 'results.json'} ({', '.join(blocks)}) in {time.perf_counter() - start:.0f} s")
     return 0

