@@ -10,4 +10,5 @@ BENCHMARKS: dict[str, str] = {
     "hshap": "provex.benchmarks.hshap",
     "rde-convergence": "provex.benchmarks.rde_convergence",
     "rde-acceptance": "provex.benchmarks.rde_acceptance",
+    "betting": "provex.benchmarks.betting",
 }
