@@ -159,17 +159,47 @@ def test_distortions_equal_closed_form_for_linear_model() -> None:
     truth = [linear_distortion(model, x[i], int(target[i]), noise, s[j]) for j, i in enumerate(image.tolist())]
     d_true = torch.stack([d for d, _ in truth])
     g_true = torch.stack([g for _, g in truth])
-    adf = ADFDistortion(model, x, target, noise, comps)
-    d, g = adf(s, image)
-    torch.testing.assert_close(d, d_true, rtol=1e-10, atol=1e-12)
-    torch.testing.assert_close(g, g_true, rtol=1e-9, atol=1e-12)
+    for mode in ("diag", "lowrank"):
+        adf = ADFDistortion(model, x, target, noise, comps, mode=mode)
+        d, g = adf(s, image)
+        torch.testing.assert_close(d, d_true, rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(g, g_true, rtol=1e-9, atol=1e-12)
     mc = MonteCarloDistortion(model, x, target, noise, comps, n_samples=40000, batch_size=40000, seed=0)
     d_mc, g_mc = mc(s, image)
     torch.testing.assert_close(d_mc, d_true, rtol=0.05, atol=1e-4)
     torch.testing.assert_close(g_mc, g_true, rtol=0.1, atol=0.02 * float(g_true.abs().max()))
 
 
-@pytest.mark.parametrize("kind", ["mc", "adf"])
+def test_lowrank_adf_keeps_the_correlations_that_diagonal_adf_drops() -> None:
+    """16 identical hidden units (ReLU in its linear regime) summed: Var = 16^2 Var(w.y)
+    in closed form; diagonal ADF treats the units as independent and gets 16 Var(w.y)."""
+    gen = torch.Generator().manual_seed(7)
+    w = torch.randn(9, generator=gen, dtype=torch.float64)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(9, 16), nn.ReLU(), nn.Linear(16, 2)).double()
+    with torch.no_grad():
+        model[1].weight.copy_(w.expand(16, 9))
+        model[1].bias.fill_(50.0)  # far from the kink: the ReLU is the identity
+        model[3].weight.fill_(1.0)
+        model[3].bias.zero_()
+    x = torch.rand(1, 1, 3, 3, generator=gen, dtype=torch.float64)
+    noise = GaussianNoise(torch.rand(1, 3, 3, generator=gen, dtype=torch.float64), torch.rand(1, 3, 3, generator=gen))
+    noise = noise.to("cpu", torch.float64)
+    s = torch.rand(1, 9, generator=gen, dtype=torch.float64)
+    pix = s.view(1, 1, 3, 3)
+    mean_in = (pix * x + (1 - pix) * noise.mean).flatten()
+    var_lin = ((1 - pix).square() * noise.var).flatten() @ w.square()
+    mean_out = 16 * (mean_in @ w + 50.0)
+    phi = 16 * (x.flatten() @ w + 50.0)
+    target = torch.tensor([0])
+    comps = Components((1, 3, 3))
+    truth = 0.5 * ((phi - mean_out) ** 2 + 256 * var_lin)
+    low, _ = ADFDistortion(model, x, target, noise, comps, mode="lowrank")(s, torch.tensor([0]), False)
+    diag, _ = ADFDistortion(model, x, target, noise, comps)(s, torch.tensor([0]), False)
+    torch.testing.assert_close(low, truth.view(1), rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(diag, (0.5 * ((phi - mean_out) ** 2 + 16 * var_lin)).view(1), rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["mc", "adf", "adf-lowrank"])
 @pytest.mark.parametrize("grid", [None, 2])
 def test_distortion_gradient_matches_finite_differences(tiny_model: nn.Module, kind: str, grid: int | None) -> None:
     gen = torch.Generator().manual_seed(4)
@@ -180,7 +210,8 @@ def test_distortion_gradient_matches_finite_differences(tiny_model: nn.Module, k
     if kind == "mc":  # fixed draws make the estimator a deterministic, differentiable function
         dist = MonteCarloDistortion(tiny_model, x, target, noise, comps, n_samples=16, batch_size=24, fixed=True)
     else:
-        dist = ADFDistortion(tiny_model, x, target, noise, comps, batch_size=3)
+        mode = "diag" if kind == "adf" else "lowrank"
+        dist = ADFDistortion(tiny_model, x, target, noise, comps, batch_size=3 if kind == "adf" else 72, mode=mode)
     s = 0.1 + 0.8 * torch.rand(3, comps.n, generator=gen, dtype=torch.float64)
     image = torch.tensor([0, 1, 0])
     _, grad = dist(s, image)
@@ -411,7 +442,7 @@ def test_cli_mr_rde_png_shows_each_rate_beside_the_mean(tmp_path) -> None:
         ("mr-rde", {"rates": []}, "rates must be a non-empty"),
         ("mr-rde", {"rates": [50, 50]}, "rates must be distinct"),
         ("mr-rde", {"rates": [0, 10]}, "rates must be in 1..784"),
-        ("rc-rde", {"distortion": "exact"}, "distortion must be 'adf' or 'mc'"),
+        ("rc-rde", {"distortion": "exact"}, "distortion must be one of"),
         ("rc-rde", {"distortion": "mc", "n_samples": 0}, "n_samples must be a positive integer"),
         ("rc-rde", {"step": "armijo"}, "step must be one of"),
         ("rc-rde", {"distortion": "mc", "step": "monotone"}, "deterministic"),

@@ -6,10 +6,19 @@ network layer by layer (moment matching after each ReLU). ``to_adf(model)`` walk
 the parameters, so the ADF network follows the model's device and dtype. Layers without an
 ADF twin are all collected and reported in one ``ValueError``.
 
-ReLU layers become :class:`FusedReLU`, a ``torchadf.nn.ReLU`` whose moment matching and its
-analytic derivatives run as one autograd function: the same formulas as torch-adf (equal to
-~1e-15 in the forward pass, tested), about 3x faster on CPU because it avoids
-``torch.distributions``' argument validation and the many temporaries of the generic graph.
+Two covariance modes (torch-adf's names):
+
+- ``mode="diag"`` (default, the FW-RDE paper's): every unit is treated as independent. ReLU
+  layers become :class:`FusedReLU`, a ``torchadf.nn.ReLU`` whose moment matching and its
+  analytic derivatives run as one autograd function: the same formulas as torch-adf (equal
+  to ~1e-15 in the forward pass, tested), about 3x faster on CPU because it avoids
+  ``torch.distributions``' argument validation and the many temporaries of the generic graph.
+  Cheap (about one forward pass per mask) but biased where the noise is strongly correlated
+  after convolutions and pooling (the logit variance collapses).
+- ``mode="lowrank"``: the covariance is carried as a square root with one column per input
+  pixel, exact through every linear layer; each ReLU scales the columns by ``Phi(mu/sd)``.
+  It keeps the correlations, so it tracks Monte Carlo closely, at the cost of about one
+  forward pass per input pixel per mask (small images only).
 """
 
 from __future__ import annotations
@@ -21,7 +30,7 @@ import torch
 import torchadf.nn as adf
 from torch import nn
 
-__all__ = ["SUPPORTED_LAYERS", "FusedReLU", "to_adf"]
+__all__ = ["MODES", "SUPPORTED_LAYERS", "FusedReLU", "to_adf"]
 
 _EPS = 1e-7  # torch-adf's variance floor inside the square root
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
@@ -64,8 +73,8 @@ class FusedReLU(adf.ReLU):
         return _ReLUMoments.apply(in_mean, in_var)
 
 
-def _conv(cls: type) -> Callable[[nn.Module], nn.Module]:
-    def make(m: nn.Module) -> nn.Module:
+def _conv(cls: type) -> Callable[[nn.Module, str], nn.Module]:
+    def make(m: nn.Module, mode: str) -> nn.Module:
         out = cls(
             m.in_channels,
             m.out_channels,
@@ -76,6 +85,7 @@ def _conv(cls: type) -> Callable[[nn.Module], nn.Module]:
             groups=m.groups,
             bias=m.bias is not None,
             device="meta",
+            mode=mode,
         )
         out.weight, out.bias = m.weight, m.bias
         return out
@@ -83,33 +93,39 @@ def _conv(cls: type) -> Callable[[nn.Module], nn.Module]:
     return make
 
 
-def _linear(m: nn.Linear) -> nn.Module:
-    out = adf.Linear(m.in_features, m.out_features, bias=m.bias is not None, device="meta")
+def _linear(m: nn.Linear, mode: str) -> nn.Module:
+    out = adf.Linear(m.in_features, m.out_features, bias=m.bias is not None, device="meta", mode=mode)
     out.weight, out.bias = m.weight, m.bias
     return out
 
 
-def _avgpool(cls: type) -> Callable[[nn.Module], nn.Module]:
-    def make(m: nn.Module) -> nn.Module:
+def _avgpool(cls: type) -> Callable[[nn.Module, str], nn.Module]:
+    def make(m: nn.Module, mode: str) -> nn.Module:
         kw = {"divisor_override": m.divisor_override} if hasattr(m, "divisor_override") else {}
-        return cls(m.kernel_size, m.stride, m.padding, m.ceil_mode, m.count_include_pad, **kw)
+        return cls(m.kernel_size, m.stride, m.padding, m.ceil_mode, m.count_include_pad, mode=mode, **kw)
 
     return make
 
 
-SUPPORTED_LAYERS: dict[type, Callable[[nn.Module], nn.Module]] = {
+def _relu(m: nn.Module, mode: str) -> nn.Module:
+    return FusedReLU() if mode == "diag" else adf.ReLU(mode=mode)
+
+
+MODES = ("diag", "lowrank")
+
+SUPPORTED_LAYERS: dict[type, Callable[[nn.Module, str], nn.Module]] = {
     nn.Conv1d: _conv(adf.Conv1d),
     nn.Conv2d: _conv(adf.Conv2d),
     nn.Conv3d: _conv(adf.Conv3d),
     nn.Linear: _linear,
-    nn.ReLU: lambda m: FusedReLU(),
+    nn.ReLU: _relu,
     nn.AvgPool1d: _avgpool(adf.AvgPool1d),
     nn.AvgPool2d: _avgpool(adf.AvgPool2d),
     nn.AvgPool3d: _avgpool(adf.AvgPool3d),
-    nn.Flatten: lambda m: adf.Flatten(m.start_dim, m.end_dim),
-    nn.Unflatten: lambda m: adf.Unflatten(m.dim, m.unflattened_size),
-    nn.Identity: lambda m: adf.Identity(),
-    nn.Dropout: lambda m: adf.Identity(),  # identity in eval mode
+    nn.Flatten: lambda m, mode: adf.Flatten(m.start_dim, m.end_dim, mode=mode),
+    nn.Unflatten: lambda m, mode: adf.Unflatten(m.dim, m.unflattened_size, mode=mode),
+    nn.Identity: lambda m, mode: adf.Identity(),
+    nn.Dropout: lambda m, mode: adf.Identity(),  # identity in eval mode
 }
 
 
@@ -126,10 +142,10 @@ def _problem(module: nn.Module) -> str | None:
     return None
 
 
-def _walk(module: nn.Module, prefix: str, out: list[nn.Module], bad: list[str]) -> None:
+def _walk(module: nn.Module, prefix: str, out: list[nn.Module], bad: list[str], mode: str) -> None:
     if isinstance(module, nn.Sequential):
         for name, child in module.named_children():
-            _walk(child, f"{prefix}.{name}" if prefix else name, out, bad)
+            _walk(child, f"{prefix}.{name}" if prefix else name, out, bad, mode)
         return
     where = prefix or "model"
     make = SUPPORTED_LAYERS.get(type(module))
@@ -141,14 +157,19 @@ def _walk(module: nn.Module, prefix: str, out: list[nn.Module], bad: list[str]) 
     if problem:
         bad.append(f"{where}: {type(module).__name__} with {problem}")
         return
-    out.append(make(module))
+    out.append(make(module, mode))
 
 
-def to_adf(model: nn.Module, name: str = "model") -> adf.Sequential:
-    """The ADF twin of ``model`` (parameters shared); ``ValueError`` lists unsupported layers."""
+def to_adf(model: nn.Module, name: str = "model", mode: str = "diag") -> adf.Sequential:
+    """The ADF twin of ``model`` (parameters shared); ``ValueError`` lists unsupported layers.
+
+    ``mode`` is ``"diag"`` (variances) or ``"lowrank"`` (covariance square roots, last axis).
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     layers: list[nn.Module] = []
     bad: list[str] = []
-    _walk(model, "", layers, bad)
+    _walk(model, "", layers, bad, mode)
     if bad:
         supported = ", ".join(sorted(t.__name__ for t in SUPPORTED_LAYERS)) + ", Sequential"
         raise ValueError(

@@ -26,7 +26,9 @@ class GaussianNoise:
     var: torch.Tensor
 
     def __post_init__(self) -> None:
-        self.mean = torch.as_tensor(self.mean, dtype=torch.get_default_dtype())
+        mean = torch.as_tensor(self.mean)
+        # keep a floating dtype (so .to(dtype) works); integers become the default float
+        self.mean = mean if mean.is_floating_point() else mean.to(torch.get_default_dtype())
         self.var = torch.as_tensor(self.var, dtype=self.mean.dtype, device=self.mean.device)
         if self.mean.shape != self.var.shape:
             raise ValueError(f"noise mean {tuple(self.mean.shape)} and var {tuple(self.var.shape)} differ in shape")
