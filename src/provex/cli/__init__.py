@@ -19,6 +19,7 @@ COMMAND_MODULES: list[str] = [
     "provex.cli.explain",
     "provex.cli.models",
     "provex.cli.benchmark",
+    "provex.cli.lpn",
 ]
 
 
