@@ -49,6 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     rc.add_argument("--eta", type=float, default=None, help="PGD step (default 0.99 / sigma_max(A)^2)")
     rc.add_argument("--force", action="store_true", help="run PGD even if eta violates the theorem's condition")
     rc.add_argument("--val-images", type=int, default=20, help="validation images for tuning rho / TV lam")
+    rc.add_argument("--tv-iters", type=int, default=500, help="Chambolle-Pock iterations of the TV baseline")
     rc.set_defaults(func=run_reconstruct)
     p.set_defaults(func=lambda args: (p.print_help(), 0)[1])
 
@@ -145,7 +146,16 @@ def run_reconstruct(args: argparse.Namespace) -> int:
     else:
         eta = None
     res = compare_reconstruction(
-        lpn, x, x_val, op, args.noise, method=args.method, iters=args.iters, eta=eta, seed=args.seed
+        lpn,
+        x,
+        x_val,
+        op,
+        args.noise,
+        method=args.method,
+        iters=args.iters,
+        tv_iters=args.tv_iters,
+        eta=eta,
+        seed=args.seed,
     )
     out = Path(args.out)
     name = f"reconstruct-{args.operator}-{args.method}"

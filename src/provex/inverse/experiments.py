@@ -96,12 +96,13 @@ def compare_reconstruction(
     op: LinearOperator,
     noise_std: float,
     method: str = "admm",
-    rho_grid: Sequence[float] = (0.01, 0.03, 0.1, 0.3, 1.0),
-    lam_grid: Sequence[float] = (0.003, 0.01, 0.03, 0.1, 0.3),
+    rho_grid: Sequence[float] = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0),
+    lam_grid: Sequence[float] = (0.0003, 0.001, 0.003, 0.01, 0.03, 0.1),
     iters: int = 100,
-    tv_iters: int = 300,
+    tv_iters: int = 500,
     eta: float | None = None,
     seed: int = 0,
+    tol: float = 1e-4,
     progress: bool = True,
 ) -> dict[str, Any]:
     """LPN-PnP against TV on ``x`` (rho / lam tuned on ``x_val``); per-image metrics and residuals."""
@@ -113,8 +114,8 @@ def compare_reconstruction(
 
     def run_pnp(yy: torch.Tensor, param: float) -> Any:
         if method == "admm":
-            return pnp_admm(yy, op, lpn, rho=param, iters=iters)
-        return pnp_pgd(yy, op, lpn, eta=param, iters=iters)
+            return pnp_admm(yy, op, lpn, rho=param, iters=iters, tol=tol)
+        return pnp_pgd(yy, op, lpn, eta=param, iters=iters, tol=tol)
 
     tuning: dict[str, dict[str, float]] = {"pnp": {}, "tv": {}}
     if method == "admm":

@@ -68,12 +68,17 @@ def lpn_loss(name: str, out: torch.Tensor, target: torch.Tensor, gamma: float | 
 
 @dataclass(frozen=True)
 class Stage:
-    """A block of training steps with one loss, one learning rate and (for proximal matching) one gamma."""
+    """A block of training steps with one loss, one learning rate and (for proximal matching) one gamma.
+
+    ``batch_size`` (optional) overrides the run's batch size for this stage: small gammas need
+    larger batches, since only samples with ||f(y) - x|| of order gamma carry gradient.
+    """
 
     steps: int
     loss: str
     lr: float
     gamma: float | None = None
+    batch_size: int | None = None
 
     def __post_init__(self) -> None:
         if int(self.steps) != self.steps or self.steps <= 0:
@@ -84,6 +89,8 @@ class Stage:
             raise ValueError(f"stage lr must be positive, got {self.lr}")
         if self.loss == "proximal_matching" and not (self.gamma is not None and self.gamma > 0):
             raise ValueError(f"a proximal_matching stage needs gamma > 0, got {self.gamma}")
+        if self.batch_size is not None and (int(self.batch_size) != self.batch_size or self.batch_size <= 0):
+            raise ValueError(f"stage batch_size must be a positive integer, got {self.batch_size}")
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)

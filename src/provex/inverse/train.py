@@ -54,12 +54,21 @@ def tensor_sampler(data: torch.Tensor) -> Sampler:
 
 @dataclass
 class TrainResult:
-    """Loss history (step, stage index, loss) every ``log_every`` steps, and timings."""
+    """Loss history (step, stage index, loss) every ``log_every`` steps, and timings.
+
+    ``seconds`` is this call's training time; ``seconds_total`` adds the time recorded in the
+    checkpoint it resumed from (the whole run's training time).
+    """
 
     history: list[tuple[int, int, float]] = field(default_factory=list)
     steps: int = 0
     seconds: float = 0.0
     resumed_from: int = 0
+    seconds_before: float = 0.0
+
+    @property
+    def seconds_total(self) -> float:
+        return self.seconds_before + self.seconds
 
     @property
     def seconds_per_step(self) -> float:
@@ -76,13 +85,13 @@ def _stage_at(stages: Sequence[Stage], step: int) -> tuple[int, Stage]:
     return len(stages) - 1, stages[-1]
 
 
-def _prefix(stages: Sequence[Stage], steps: int) -> list[tuple[int, str, float, float | None]]:
-    """The first ``steps`` steps of a schedule as (length, loss, lr, gamma) segments."""
+def _prefix(stages: Sequence[Stage], steps: int) -> list[tuple[int, str, float, float | None, int | None]]:
+    """The first ``steps`` steps of a schedule as (length, loss, lr, gamma, batch size) segments."""
     out, left = [], steps
     for s in stages:
         if left <= 0:
             break
-        out.append((min(s.steps, left), s.loss, s.lr, s.gamma))
+        out.append((min(s.steps, left), s.loss, s.lr, s.gamma, s.batch_size))
         left -= s.steps
     return out
 
@@ -135,6 +144,7 @@ def train_lpn(
         gen.set_state(state["generator"])
         result.history = [tuple(h) for h in state["history"]]  # type: ignore[misc]
         result.steps = result.resumed_from = int(state["step"])
+        result.seconds_before = float(state.get("seconds", 0.0))
         saved = [Stage(**d) for d in state["stages"]]
         if _prefix(saved, result.steps) != _prefix(stages, result.steps):
             raise ValueError(
@@ -152,6 +162,7 @@ def train_lpn(
             "history": [list(h) for h in result.history],
             "step": result.steps,
             "stages": [st.to_dict() for st in stages],
+            "seconds": result.seconds_before + time.perf_counter() - start,
         }
         final, tmp = atomic_path(ckpt)
         try:
@@ -168,7 +179,7 @@ def train_lpn(
         k, stage = _stage_at(stages, result.steps)
         for g in opt.param_groups:
             g["lr"] = stage.lr
-        x = sampler(batch_size, gen).to(device)
+        x = sampler(stage.batch_size or batch_size, gen).to(device)
         y = x + sigma * torch.randn(x.shape, generator=gen).to(device)
         loss = lpn_loss(stage.loss, lpn(y), x, stage.gamma)
         if not torch.isfinite(loss):

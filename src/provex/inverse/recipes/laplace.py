@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from provex.inverse.losses import Stage, proximal_matching_schedule
+from provex.inverse.losses import Stage
 from provex.inverse.lpn import LPN, build_lpn
 from provex.inverse.prior import evaluate_prior
 from provex.inverse.train import laplace_sampler, train_lpn
@@ -59,14 +59,24 @@ def laplace_errors(lpn: nn.Module, points: int = 601, lo: float = -3.0, hi: floa
 
 
 def default_stages(loss: str = "prox") -> list[Stage]:
-    """The shipped schedules (see notes/issue-6.md for the experiments behind them)."""
+    """The shipped schedules (see notes/issue-6.md for the experiments behind them).
+
+    Proximal matching: l1 warm start, then gamma 0.5 -> 0.05; the PM-optimal denoiser itself is
+    0.11 (gamma = 0.1) or 0.065 (gamma = 0.05) from soft-thresholding at the kink, so gamma must
+    end below 0.1 for a 0.1 error; smaller gammas get larger batches and smaller learning rates.
+    """
     if loss == "l2":
-        return [Stage(6000, "l2", 1e-3), Stage(4000, "l2", 1e-4)]
+        return [Stage(3000, "l2", 1e-3, batch_size=2000), Stage(2000, "l2", 1e-4, batch_size=2000)]
     return [
-        *proximal_matching_schedule(
-            4000, 12000, gamma_start=0.5, gamma_end=0.1, stages=4, pretrain_lr=1e-3, lr=1e-3, final_lr=1e-4
-        ),
-        Stage(4000, "proximal_matching", 2e-5, 0.1),
+        Stage(3000, "l1", 1e-3, batch_size=1000),
+        Stage(2000, "proximal_matching", 1e-3, 0.5, 2000),
+        Stage(2000, "proximal_matching", 5e-4, 0.3, 2000),
+        Stage(2000, "proximal_matching", 2.5e-4, 0.2, 2000),
+        Stage(3000, "proximal_matching", 1e-4, 0.1, 4000),
+        Stage(3000, "proximal_matching", 5e-5, 0.07, 4000),
+        Stage(3000, "proximal_matching", 2e-5, 0.05, 8000),
+        Stage(4000, "proximal_matching", 1e-5, 0.05, 8000),
+        Stage(4000, "proximal_matching", 1e-5, 0.035, 16000),
     ]
 
 
@@ -82,8 +92,12 @@ def train_laplace_lpn(
     checkpoint: str | Path | None = None,
     out: str | Path | None = None,
     progress: bool = True,
+    report_stages: bool = False,
 ) -> tuple[LPN, ModelCard]:
-    """Train the 1-D LPN; returns it (eval mode) with its card (errors measured on [-3, 3])."""
+    """Train the 1-D LPN; returns it (eval mode) with its card (errors measured on [-3, 3]).
+
+    ``report_stages`` measures the errors after every stage (kept in the card, and printed).
+    """
     if loss not in ("prox", "l2"):
         raise ValueError(f"loss must be 'prox' or 'l2', got {loss!r}")
     torch.manual_seed(seed)
@@ -91,6 +105,18 @@ def train_laplace_lpn(
     lpn = build_lpn(**config)
     stages = default_stages(loss) if stages is None else stages
     start = time.perf_counter()
+    per_stage: list[dict[str, float]] = []
+
+    def report(k: int, model: nn.Module) -> None:
+        e = {"stage": float(k), **laplace_errors(model)}
+        per_stage.append(e)
+        print(
+            f"stage {k} ({stages[k].loss}, gamma {stages[k].gamma}, lr {stages[k].lr:g}): "
+            f"max |f - soft| {e['prox_max_error']:.4f} at x = {e['argmax_x']:.2f}, mean {e['prox_mean_error']:.4f}; "
+            f"max |R - |x| - c| {e['prior_max_error']:.4f}",
+            flush=True,
+        )
+
     res = train_lpn(
         lpn,
         laplace_sampler(B),
@@ -101,6 +127,7 @@ def train_laplace_lpn(
         checkpoint=checkpoint,
         progress=progress,
         log_every=100,
+        on_stage_end=report if report_stages else None,
     )
     lpn = lpn.cpu().eval()
     metrics = laplace_errors(lpn)
@@ -117,10 +144,11 @@ def train_laplace_lpn(
             "b": B,
             "batch_size": batch_size,
             "stages": [s.to_dict() for s in stages],
-            "seconds": round(res.seconds, 1),
+            "seconds": round(res.seconds_total, 1),
             "seconds_per_step": round(res.seconds_per_step, 5),
             "wall_seconds_including_eval": round(time.perf_counter() - start, 1),
             "history": res.history,
+            "errors_after_each_stage": per_stage,
             "torch": str(torch.__version__),
             "command": f"provex train lpn-laplace --loss {loss} --seed {seed}",
         },
@@ -145,13 +173,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=4000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--report-stages", action="store_true", help="measure and print the errors after every stage")
     p.add_argument("--checkpoint", default=None, help="resumable checkpoint file")
     p.add_argument("--out", default="provex-out/lpn-laplace.pt", help=f"weights file (shipped: {WEIGHTS_DIR})")
     a = p.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
     _, card = train_laplace_lpn(
-        a.loss, None, a.hidden, a.layers, a.beta, a.alpha, a.batch_size, a.seed, a.checkpoint, a.out
+        a.loss,
+        None,
+        a.hidden,
+        a.layers,
+        a.beta,
+        a.alpha,
+        a.batch_size,
+        a.seed,
+        a.checkpoint,
+        a.out,
+        report_stages=a.report_stages,
     )
     m = card.metrics
     print(

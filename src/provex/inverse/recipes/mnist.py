@@ -96,6 +96,7 @@ def train_mnist_lpn(
             "stages": [s.to_dict() for s in stages],
             "optimizer": "Adam, hidden-path weights clamped >= 0 after each step",
             "seconds_this_run": round(res.seconds, 1),
+            "seconds_total": round(res.seconds_total, 1),
             "seconds_per_step": round(res.seconds_per_step, 4),
             "resumed_from_step": res.resumed_from,
             "wall_seconds_including_eval": round(time.perf_counter() - start, 1),
