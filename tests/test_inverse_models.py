@@ -49,6 +49,7 @@ def test_lpn_laplace_is_near_soft_thresholding_and_l2_is_not() -> None:
     assert l2["prior_max_error"] > 2 * prox["prior_max_error"]
 
 
+@pytest.mark.slow
 def test_lpn_benchmark_laplace_part(tmp_path: Path) -> None:
     from provex.cli import main
 

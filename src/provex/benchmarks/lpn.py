@@ -139,6 +139,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rho-grid", type=float, nargs="+", default=None, help="PnP-ADMM rho values tried on validation")
     p.add_argument("--prior-tol", type=float, default=1e-4)
     p.add_argument("--missing", type=float, nargs="+", default=[0.2, 0.35, 0.5, 0.7], help="inpainting rates")
+    p.add_argument(
+        "--tasks",
+        nargs="+",
+        default=["blur", "inpaint", "cs"],
+        choices=["blur", "inpaint", "cs"],
+        help="reconstruction tasks",
+    )
     p.add_argument("--cs-measurements", type=int, default=300, help="compressed sensing m (0: skip that task)")
     p.add_argument("--levels", type=int, default=None, help="use only the first K perturbation levels (quick runs)")
     p.add_argument("--seed", type=int, default=0)
@@ -187,11 +194,13 @@ def main(argv: list[str] | None = None) -> int:
             )
         plot_prior_curves(curves, out / "prior.png")
     shape = (1, 28, 28)
-    tasks: dict[str, tuple[Any, float]] = {"blur": (GaussianBlur(shape, sigma=1.5), 0.02)}
     if "reconstruct" in a.parts:
-        for missing in a.missing:
+        tasks: dict[str, tuple[Any, float]] = {}
+        if "blur" in a.tasks:
+            tasks["blur"] = (GaussianBlur(shape, sigma=1.5), 0.02)
+        for missing in a.missing if "inpaint" in a.tasks else []:
             tasks[f"inpaint-{round(100 * missing)}"] = (RandomInpainting(shape, missing=missing, seed=a.seed), 0.02)
-        if a.cs_measurements > 0:
+        if a.cs_measurements > 0 and "cs" in a.tasks:
             tasks["cs"] = (CompressedSensing(shape, m=a.cs_measurements, seed=a.seed), 0.02)
         report["reconstruct"] = {}
         rows = []
@@ -231,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, res in fig_rows:
             plot_reconstructions(x, res, out / f"reconstruct_{name}.png", title=f"{name}: {res['operator']}")
     if "pgd" in a.parts:
-        op, noise = tasks["blur"]
+        op, noise = GaussianBlur(shape, sigma=1.5), 0.02
         eta = 0.99 / op.norm_sq()
         res = compare_reconstruction(lpn, x, x_val, op, noise, "pgd", iters=a.pgd_iters, eta=eta, seed=a.seed, tol=1e-6)
         r = res["residuals"]
