@@ -11,4 +11,5 @@ BENCHMARKS: dict[str, str] = {
     "rde-convergence": "provex.benchmarks.rde_convergence",
     "rde-acceptance": "provex.benchmarks.rde_acceptance",
     "betting": "provex.benchmarks.betting",
+    "lpn": "provex.benchmarks.lpn",
 }

@@ -20,6 +20,7 @@ COMMAND_MODULES: list[str] = [
     "provex.cli.models",
     "provex.cli.benchmark",
     "provex.cli.test_concepts",
+    "provex.cli.lpn",
 ]
 
 

@@ -159,3 +159,32 @@ register_model(
         trainer="provex.models.train_crosses",
     )
 )
+
+register_model(
+    ZooEntry(
+        name="lpn-laplace",
+        builder="provex.inverse.lpn:build_lpn",
+        filename="lpn-laplace.pt",
+        description="Learned proximal network on the 1-D Laplace toy (b=1, sigma=1), (N,1)->(N,1); ~ soft-threshold",
+        trainer="provex.inverse.recipes.laplace",
+    )
+)
+register_model(
+    ZooEntry(
+        name="lpn-mnist",
+        builder="provex.inverse.lpn:build_lpn",
+        filename="lpn-mnist.pt",
+        description="Learned proximal network (convolutional ICNN gradient) denoising MNIST at sigma=0.1",
+        samples="mnist",
+        trainer="provex.inverse.recipes.mnist",
+    )
+)
+register_model(
+    ZooEntry(
+        name="lpn-laplace-l2",
+        builder="provex.inverse.lpn:build_lpn",
+        filename="lpn-laplace-l2.pt",
+        description="Comparison for lpn-laplace: the same 1-D LPN trained with l2 (MMSE), not soft-thresholding",
+        trainer="provex.inverse.recipes.laplace_l2",
+    )
+)

@@ -1,0 +1,208 @@
+"""Training an LPN as a denoiser: ``train_lpn(lpn, sampler, sigma, stages, ...)``.
+
+Each step draws clean samples x, noisy inputs y = x + sigma * N(0, I), evaluates f(y) by double
+backprop, takes an Adam step on the stage's loss and projects the hidden-path weights back to
+>= 0 (so psi stays convex after every step). Everything random comes from one seeded
+``torch.Generator``, whose state is saved in the checkpoints: a run interrupted and resumed
+from its checkpoint follows the same trajectory as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from provex.explanation import atomic_path
+from provex.inverse.losses import Stage, lpn_loss
+from provex.inverse.lpn import LPN
+
+__all__ = ["Sampler", "TrainResult", "laplace_sampler", "tensor_sampler", "train_lpn"]
+
+Sampler = Callable[[int, torch.Generator], torch.Tensor]
+
+
+def laplace_sampler(b: float = 1.0, dim: int = 1) -> Sampler:
+    """Draws (n, dim) samples of the Laplace(0, b) distribution (density exp(-|x|/b) / 2b)."""
+    if b <= 0:
+        raise ValueError(f"b must be positive, got {b}")
+
+    def sample(n: int, gen: torch.Generator) -> torch.Tensor:
+        u = torch.rand(n, dim, generator=gen, dtype=torch.float64) - 0.5
+        # Inverse CDF; clamp away from |u| = 1/2 where log(0) would appear.
+        return (-b * torch.sign(u) * torch.log1p(-2 * u.abs().clamp(max=0.5 - 1e-12))).float()
+
+    return sample
+
+
+def tensor_sampler(data: torch.Tensor) -> Sampler:
+    """Draws rows of ``data`` uniformly with replacement (e.g. MNIST training images)."""
+    if not isinstance(data, torch.Tensor) or data.ndim < 2 or data.shape[0] == 0:
+        raise ValueError("data must be a non-empty tensor with a leading sample dimension")
+
+    def sample(n: int, gen: torch.Generator) -> torch.Tensor:
+        return data[torch.randint(data.shape[0], (n,), generator=gen)]
+
+    return sample
+
+
+@dataclass
+class TrainResult:
+    """Loss history (step, stage index, loss) every ``log_every`` steps, and timings.
+
+    ``seconds`` is this call's training time; ``seconds_total`` adds the time recorded in the
+    checkpoint it resumed from (the whole run's training time).
+    """
+
+    history: list[tuple[int, int, float]] = field(default_factory=list)
+    steps: int = 0
+    seconds: float = 0.0
+    resumed_from: int = 0
+    seconds_before: float = 0.0
+
+    @property
+    def seconds_total(self) -> float:
+        return self.seconds_before + self.seconds
+
+    @property
+    def seconds_per_step(self) -> float:
+        done = self.steps - self.resumed_from
+        return self.seconds / done if done else math.nan
+
+
+def _stage_at(stages: Sequence[Stage], step: int) -> tuple[int, Stage]:
+    end = 0
+    for k, s in enumerate(stages):
+        end += s.steps
+        if step < end:
+            return k, s
+    return len(stages) - 1, stages[-1]
+
+
+def _prefix(stages: Sequence[Stage], steps: int) -> list[tuple[int, str, float, float | None, int | None]]:
+    """The first ``steps`` steps of a schedule as (length, loss, lr, gamma, batch size) segments."""
+    out, left = [], steps
+    for s in stages:
+        if left <= 0:
+            break
+        out.append((min(s.steps, left), s.loss, s.lr, s.gamma, s.batch_size))
+        left -= s.steps
+    return out
+
+
+def train_lpn(
+    lpn: LPN,
+    sampler: Sampler,
+    sigma: float,
+    stages: Sequence[Stage],
+    batch_size: int = 64,
+    seed: int = 0,
+    checkpoint: str | Path | None = None,
+    checkpoint_every: int = 500,
+    resume: bool = True,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+    log_every: int = 50,
+    on_stage_end: Callable[[int, LPN], None] | None = None,
+    stop_after: int | None = None,
+) -> TrainResult:
+    """Train ``lpn`` in place through ``stages``; returns the loss history and timings.
+
+    ``checkpoint`` (a file) is written atomically every ``checkpoint_every`` steps and at the
+    end; with ``resume=True`` an existing checkpoint is loaded and training continues from it
+    (under any schedule that agrees with the checkpoint's on the steps already taken).
+    ``on_stage_end(stage_index, lpn)`` is called after each stage (e.g. to validate); it must
+    leave ``lpn`` in training mode. ``stop_after`` ends the run after that many steps in total
+    (a time-boxed run; the checkpoint lets a later call with the same schedule continue).
+    """
+    if not isinstance(lpn, LPN):
+        raise ValueError(f"lpn must be a provex.inverse.LPN, got {type(lpn).__name__}")
+    if not (sigma > 0 and math.isfinite(sigma)):
+        raise ValueError(f"sigma must be positive, got {sigma}")
+    stages = list(stages)
+    if not stages or not all(isinstance(s, Stage) for s in stages):
+        raise ValueError("stages must be a non-empty sequence of provex.inverse.Stage")
+    if batch_size <= 0:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    total = sum(s.steps for s in stages)
+    lpn.to(device).train()
+    lpn.project_()
+    opt = torch.optim.Adam(lpn.parameters(), lr=stages[0].lr)
+    gen = torch.Generator().manual_seed(seed)
+    result = TrainResult()
+    ckpt = Path(checkpoint) if checkpoint is not None else None
+    if ckpt is not None and resume and ckpt.is_file():
+        state = torch.load(ckpt, map_location="cpu", weights_only=True)
+        lpn.load_state_dict(state["state_dict"])
+        opt.load_state_dict(state["optimizer"])
+        gen.set_state(state["generator"])
+        result.history = [tuple(h) for h in state["history"]]  # type: ignore[misc]
+        result.steps = result.resumed_from = int(state["step"])
+        result.seconds_before = float(state.get("seconds", 0.0))
+        saved = [Stage(**d) for d in state["stages"]]
+        if _prefix(saved, result.steps) != _prefix(stages, result.steps):
+            raise ValueError(
+                f"checkpoint {ckpt} (step {result.steps}) was written under a schedule that differs from this one "
+                "on the steps already taken; use another checkpoint file or resume=False"
+            )
+
+    def save() -> None:
+        if ckpt is None:
+            return
+        blob: dict[str, Any] = {
+            "state_dict": {k: v.detach().cpu() for k, v in lpn.state_dict().items()},
+            "optimizer": opt.state_dict(),
+            "generator": gen.get_state(),
+            "history": [list(h) for h in result.history],
+            "step": result.steps,
+            "stages": [st.to_dict() for st in stages],
+            "seconds": result.seconds_before + time.perf_counter() - start,
+        }
+        final, tmp = atomic_path(ckpt)
+        try:
+            torch.save(blob, tmp)
+            tmp.replace(final)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    bar = tqdm(total=total, initial=result.steps, desc="train lpn", disable=not progress)
+    start = time.perf_counter()
+    running = None
+    end = total if stop_after is None else min(total, int(stop_after))
+    while result.steps < end:
+        k, stage = _stage_at(stages, result.steps)
+        for g in opt.param_groups:
+            g["lr"] = stage.lr
+        x = sampler(stage.batch_size or batch_size, gen).to(device)
+        y = x + sigma * torch.randn(x.shape, generator=gen).to(device)
+        loss = lpn_loss(stage.loss, lpn(y), x, stage.gamma)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss became {float(loss)} at step {result.steps} (stage {k}); lower the lr")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        lpn.project_()
+        result.steps += 1
+        value = float(loss.detach())
+        running = value if running is None else 0.95 * running + 0.05 * value
+        if result.steps % log_every == 0 or result.steps == total:
+            result.history.append((result.steps, k, running))
+        bar.update(1)
+        if result.steps % 10 == 0:
+            bar.set_postfix(stage=k, loss=f"{running:.4g}", gamma=stage.gamma, lr=stage.lr)
+        if result.steps % checkpoint_every == 0:
+            save()
+        if on_stage_end is not None and (result.steps == total or _stage_at(stages, result.steps)[0] != k):
+            on_stage_end(k, lpn)
+            lpn.train()
+    bar.close()
+    result.seconds = time.perf_counter() - start
+    save()
+    lpn.eval()
+    return result
