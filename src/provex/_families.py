@@ -3,4 +3,4 @@
 Each family adds one import line here; the registry imports this module on first use.
 """
 
-from provex.baselines import gradient  # noqa: F401
+from provex.baselines import gradient, guided_backprop, lrp, perturbation, smoothgrad  # noqa: F401

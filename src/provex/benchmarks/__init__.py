@@ -7,4 +7,5 @@ repository's ``benchmarks/`` folder call the same ``main``.
 
 BENCHMARKS: dict[str, str] = {
     "model-speed": "provex.benchmarks.model_speed",
+    "ordering": "provex.benchmarks.relevance_ordering",
 }
