@@ -12,7 +12,7 @@ from scipy import integrate
 from torch import nn
 
 import provex
-from provex.evaluate import component_ranks, relevance_ordering
+from provex.evaluate import component_ranks, gaussian_noise, relevance_ordering
 from provex.explanation import Explanation
 
 
@@ -206,6 +206,23 @@ def test_bad_input(kwargs: dict, match: str) -> None:
     args.update(kwargs)
     with pytest.raises(ValueError, match=match):
         relevance_ordering(model, **args)
+
+
+def test_gaussian_noise_has_the_requested_moments() -> None:
+    mean = torch.linspace(-1.0, 1.0, 12).view(1, 3, 4)
+    var = torch.linspace(0.0, 2.0, 12).view(1, 3, 4)
+    draw = gaussian_noise(mean, var)
+    z = draw(torch.zeros(1, 3, 4), 40000, torch.Generator().manual_seed(0))
+    assert z.shape == (40000, 1, 3, 4)
+    torch.testing.assert_close(z.mean(0), mean, atol=0.03, rtol=0)
+    torch.testing.assert_close(z.var(0), var, atol=0.05, rtol=0.05)
+    assert bool((z[:, 0, 0, 0] == -1.0).all())  # zero variance: the mean itself
+    model = SparseLinear().eval()
+    x = torch.rand(2, 1, 6, 6, dtype=torch.float64)
+    c = relevance_ordering(model, x, _truth(2), step=3, n_noise=16, noise=gaussian_noise(0.5, 0.04))
+    assert c.settings["noise"] == "gaussian" and bool((c.distortion[:11] == 0).all())
+    with pytest.raises(ValueError, match="non-negative var"):
+        gaussian_noise(0.0, -1.0)
 
 
 def test_bad_noise_function_shape() -> None:

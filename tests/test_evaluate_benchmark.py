@@ -47,6 +47,15 @@ def test_registered_and_defaults_to_the_papers_methods(capsys: pytest.CaptureFix
     assert "not registered: magic; registered methods: " in err and "deep-taylor" in err
 
 
+def test_gaussian_noise_option(tmp_path: Path) -> None:
+    argv = ["--images", "1", "--step", "392", "--n-noise", "2", "--batch-size", "8", "--no-compile"]
+    assert main([*argv, "--noise", "gaussian", "--methods", "sensitivity", "--out", str(tmp_path)]) == 0
+    res = json.loads((tmp_path / "results.json").read_text())
+    assert res["settings"]["noise"].startswith("gaussian") and not res["settings"]["compile"]
+    assert res["methods"]["sensitivity"]["curve"]["settings"]["noise"] == "gaussian"
+    assert len(res["methods"]["sensitivity"]["curve"]["distortion"]) == 3
+
+
 @pytest.mark.parametrize(
     ("argv", "match"),
     [

@@ -19,7 +19,9 @@ Settings follow the papers (step 5; 512 draws in the paper, 64 by default here f
 ``--n-noise 512`` restores the protocol). Where the RDE reference code post-processed a
 baseline, the benchmark does the same (sensitivity: magnitude; SmoothGrad: mean squared
 gradient, 64 draws, noise 0.3 of the range); see ``BENCHMARK_OPTIONS``. ``-O METHOD:KEY=VALUE``
-overrides a method option. ``--quick`` (CI): 4 images, step 10, 8 draws, small map budgets.
+overrides a method option; ``--noise gaussian`` evaluates under the rate-distortion methods'
+noise model (per-pixel training mean and variance) instead. ``--quick`` (CI): 4 images,
+step 10, 8 draws, small map budgets.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from provex.benchmarks.common import environment, print_table, write_json
 from provex.benchmarks.model_speed import forward_backward_seconds
 from provex.cli.options import parse_options
 from provex.data.samples import sample_indices, samples
-from provex.evaluate import OrderingCurve, plot_map_grid, plot_ordering_curves, relevance_ordering
+from provex.evaluate import OrderingCurve, gaussian_noise, plot_map_grid, plot_ordering_curves, relevance_ordering
 from provex.explanation import atomic_path
 from provex.registry import explain, get_method, methods
 
@@ -94,6 +96,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--step", type=int, default=None, help="components replaced per step (default 5; quick 10)")
     p.add_argument("--methods", nargs="+", default=PAPER_METHODS, metavar="NAME", help="methods (default: paper's)")
     p.add_argument("-O", "--option", action="append", metavar="METHOD:KEY=VALUE", help="method option, repeatable")
+    p.add_argument(
+        "--noise",
+        choices=["uniform", "gaussian"],
+        default="uniform",
+        help="replacement noise: uniform in [x.min, x.max] (the papers') or N(data mean, data var) of the model card",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=512, help="rows per model call in the evaluation")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile the model")
@@ -186,6 +194,14 @@ def main(argv: list[str] | None = None) -> int:
         if v < 1:
             raise ValueError(f"{name} must be >= 1, got {v}")
     x = xs[:images].to(a.device)
+    if a.noise == "gaussian":
+        card = model.card
+        if getattr(card, "data_mean", None) is None or getattr(card, "data_var", None) is None:
+            raise ValueError(f"--noise gaussian needs data_mean and data_var on model {a.model!r}'s card")
+        noise: Any = gaussian_noise(card.data_mean, card.data_var)
+        noise_text = "gaussian N(data mean, data var) per pixel (model card)"
+    else:
+        noise, noise_text = "uniform", "uniform in [x.min(), x.max()] per image"
     out = Path(a.out)
     start = time.perf_counter()
 
@@ -207,6 +223,7 @@ def main(argv: list[str] | None = None) -> int:
             exp,
             step=step,
             n_noise=n_noise,
+            noise=noise,
             seed=a.seed,
             batch_size=a.batch_size,
             compile=use_compile,
@@ -232,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
         "sample_indices": sample_indices(sample_set)[:images],
         "step": step,
         "n_noise": n_noise,
-        "noise": "uniform in [x.min(), x.max()] per image",
+        "noise": noise_text,
         "seed": a.seed,
         "batch_size": a.batch_size,
         "compile": use_compile,
@@ -273,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     table = print_table(rows, ["method", "dist. AUC", "+- SE", "acc. AUC", "map s/img", "eval s/img"])
     lines = [
-        f"{images} images, step {step}, {n_noise} draws, seed {a.seed}, compile {use_compile}, "
+        f"{images} images, step {step}, {n_noise} {a.noise} draws, seed {a.seed}, compile {use_compile}, "
         f"{torch.get_num_threads()} thread(s); total {total:.0f} s",
         f"evaluation: {passes} forward passes in {eval_seconds:.1f} s = {eval_rate:.0f}/s; plain forward of "
         f"batches of {a.batch_size}: {ref_rate:.0f}/s (ratio {eval_rate / ref_rate:.2f})",

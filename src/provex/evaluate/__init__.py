@@ -17,13 +17,14 @@ target's softmax probability moves (distortion) and whether the prediction survi
 ``provex benchmark ordering`` runs the test for every method on the shipped MNIST images.
 """
 
-from provex.evaluate.ordering import NoiseFn, OrderingCurve, component_ranks, relevance_ordering
+from provex.evaluate.ordering import NoiseFn, OrderingCurve, component_ranks, gaussian_noise, relevance_ordering
 from provex.evaluate.plots import plot_map_grid, plot_ordering_curves
 
 __all__ = [
     "NoiseFn",
     "OrderingCurve",
     "component_ranks",
+    "gaussian_noise",
     "plot_map_grid",
     "plot_ordering_curves",
     "relevance_ordering",

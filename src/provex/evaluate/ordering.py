@@ -25,6 +25,7 @@ not blurred by noise differences).
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 import warnings
@@ -42,7 +43,7 @@ from tqdm.auto import tqdm
 from provex.checks import check_images, check_relevance, resolve_target
 from provex.explanation import Explanation
 
-__all__ = ["NoiseFn", "OrderingCurve", "component_ranks", "relevance_ordering"]
+__all__ = ["NoiseFn", "OrderingCurve", "component_ranks", "gaussian_noise", "relevance_ordering"]
 
 NoiseFn = Callable[[torch.Tensor, int, torch.Generator], torch.Tensor]
 """``noise(image (C, H, W), n_draws, generator) -> (n_draws, C, H, W)`` replacement values."""
@@ -127,12 +128,36 @@ def _uniform_noise(image: torch.Tensor, n: int, generator: torch.Generator) -> t
     return lo + (hi - lo) * u
 
 
+def gaussian_noise(mean: torch.Tensor | float, var: torch.Tensor | float) -> NoiseFn:
+    """Noise N(mean, diag(var)) per component (e.g. the training statistics RDE optimises with).
+
+    ``mean`` and ``var`` are floats or tensors broadcastable to one image (C, H, W). Use it as
+    ``relevance_ordering(..., noise=gaussian_noise(card.data_mean, card.data_var))`` to
+    evaluate maps under the noise model of the rate-distortion methods instead of the papers'
+    uniform noise.
+    """
+    m = torch.as_tensor(mean, dtype=torch.float64)
+    v = torch.as_tensor(var, dtype=torch.float64)
+    if not bool(torch.isfinite(m).all()) or not bool(torch.isfinite(v).all()) or bool((v < 0).any()):
+        raise ValueError("gaussian_noise needs finite mean and finite, non-negative var")
+    std = v.sqrt()
+
+    def draw(image: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
+        z = torch.randn((n, *image.shape), generator=generator, device=image.device, dtype=image.dtype)
+        return m.to(image) + std.to(image) * z
+
+    draw.__name__ = "gaussian"
+    return draw
+
+
 _COMPILED: weakref.WeakKeyDictionary[nn.Module, nn.Module] = weakref.WeakKeyDictionary()
 
 
 def _compiled(model: nn.Module) -> nn.Module:
     """``torch.compile(model)``, cached per model so repeated evaluations compile once."""
     if model not in _COMPILED:
+        # inductor logs a harmless CUDA_HOME notice on CPU-only machines
+        logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
         _COMPILED[model] = torch.compile(model, dynamic=False)
     return _COMPILED[model]
 
