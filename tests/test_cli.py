@@ -48,7 +48,7 @@ def test_explain_options_and_input(tmp_path: Path) -> None:
     ("argv", "message"),
     [
         (["explain", "--method", "nope"], "available methods"),
-        (["explain", "--model", "nope"], "available models: mnist-cnn"),
+        (["explain", "--model", "nope"], "available models: "),
         (["explain", "--index", "50"], "--index out of range"),
         (["explain", "--target", "12"], "target out of range"),
         (["explain", "-O", "rate"], "key=value"),

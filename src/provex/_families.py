@@ -3,4 +3,6 @@
 Each family adds one import line here; the registry imports this module on first use.
 """
 
+from provex import shapley  # noqa: F401
 from provex.baselines import gradient, guided_backprop, lrp, perturbation, smoothgrad  # noqa: F401
+from provex.rde import methods as rde_methods  # noqa: F401

@@ -2,7 +2,8 @@
 
 An :class:`Explanation` holds a relevance map of the input's shape, the explained target
 class per image, the method's name, an ``info`` dict of timings and solver diagnostics and,
-for ordering methods, each component's rank. It saves to and loads from one ``.pt`` file
+for ordering methods, each component's rank, and optionally extra named maps of the same
+shape (e.g. MR-RDE's per-rate maps) that ``plot`` draws beside the main map. It saves to and loads from one ``.pt`` file
 (``torch.load(..., weights_only=True)`` safe) and plots itself to a PNG.
 """
 
@@ -60,6 +61,8 @@ class Explanation:
         info: timings, options and solver diagnostics (objective per iteration, ...).
         ordering: optional (N, C, H, W) rank of each component (0 = least relevant).
         prediction: optional (N,) predicted class of each image.
+        maps: optional extra named (N, C, H, W) maps (e.g. one per rate); ``plot`` draws them
+            as extra columns beside ``relevance``.
     """
 
     relevance: torch.Tensor
@@ -68,6 +71,7 @@ class Explanation:
     info: dict[str, Any] = field(default_factory=dict)
     ordering: torch.Tensor | None = None
     prediction: torch.Tensor | None = None
+    maps: dict[str, torch.Tensor] | None = None
 
     def __post_init__(self) -> None:
         if self.relevance.ndim != 4:
@@ -77,6 +81,12 @@ class Explanation:
             raise ValueError(f"target must have shape ({n},), got {tuple(self.target.shape)}")
         if self.ordering is not None and self.ordering.shape != self.relevance.shape:
             raise ValueError("ordering must have the same shape as relevance")
+        if self.maps is not None:
+            if not isinstance(self.maps, dict):
+                raise ValueError("maps must be a dict of name -> (N, C, H, W) tensor")
+            for key, value in self.maps.items():
+                if not isinstance(value, torch.Tensor) or value.shape != self.relevance.shape:
+                    raise ValueError(f"maps[{key!r}] must be a tensor of the relevance's shape")
 
     def __len__(self) -> int:
         return self.relevance.shape[0]
@@ -84,7 +94,9 @@ class Explanation:
     def __repr__(self) -> str:
         return (
             f"Explanation(method={self.method!r}, relevance={tuple(self.relevance.shape)}, "
-            f"target={self.target.tolist()}, info keys={sorted(self.info)})"
+            f"target={self.target.tolist()}, info keys={sorted(self.info)}"
+            + (f", maps={list(self.maps)}" if self.maps else "")
+            + ")"
         )
 
     def to(self, device: str | torch.device) -> Explanation:
@@ -97,6 +109,7 @@ class Explanation:
             dict(self.info),
             move(self.ordering),
             move(self.prediction),
+            None if self.maps is None else {k: v.to(device) for k, v in self.maps.items()},
         )
 
     def save(self, path: str | os.PathLike) -> Path:
@@ -110,6 +123,7 @@ class Explanation:
             "info": _plain(self.info),
             "ordering": None if self.ordering is None else self.ordering.detach().cpu(),
             "prediction": None if self.prediction is None else self.prediction.detach().cpu(),
+            "maps": None if self.maps is None else {str(k): v.detach().cpu() for k, v in self.maps.items()},
         }
         try:
             torch.save(blob, tmp)
@@ -131,6 +145,7 @@ class Explanation:
             info=blob["info"],
             ordering=blob["ordering"],
             prediction=blob["prediction"],
+            maps=blob.get("maps"),
         )
 
     def plot(
@@ -141,8 +156,12 @@ class Explanation:
         cmap: str = "RdBu_r",
         titles: list[str] | None = None,
     ) -> Path:
-        """Write a PNG with one panel per image: heat map over the image, colour bar, class."""
-        from provex.viz.heatmap import plot_relevance
+        """Write a PNG with one panel per image: heat map over the image, colour bar, class.
+
+        With extra ``maps`` the figure has one row per image and one column per map (the
+        main relevance first, then each named map); ``ncols`` is then ignored.
+        """
+        from provex.viz.heatmap import plot_relevance, plot_relevance_columns
 
         n = len(self)
         ncols = ncols or min(n, 5)
@@ -153,6 +172,11 @@ class Explanation:
                 if self.prediction is not None:
                     t = f"pred {int(self.prediction[i])}, " + t
                 titles.append(t)
+        if self.maps:
+            columns = {"relevance": self.relevance, **self.maps}
+            return plot_relevance_columns(
+                path, columns, images=images, row_titles=titles, cmap=cmap, suptitle=self.method
+            )
         return plot_relevance(
             path,
             self.relevance,

@@ -7,5 +7,8 @@ repository's ``benchmarks/`` folder call the same ``main``.
 
 BENCHMARKS: dict[str, str] = {
     "model-speed": "provex.benchmarks.model_speed",
+    "hshap": "provex.benchmarks.hshap",
+    "rde-convergence": "provex.benchmarks.rde_convergence",
+    "rde-acceptance": "provex.benchmarks.rde_acceptance",
     "ordering": "provex.benchmarks.relevance_ordering",
 }

@@ -3,42 +3,64 @@
 ``samples("mnist")``: 50 MNIST *test* images, the first 5 of each digit 0-9 in test-set
 order, sorted by index (the indices are returned in ``info`` and listed in the README).
 :func:`build_mnist_samples` recreates the shipped file from the IDX files.
+
+Synthetic sets are not shipped but generated deterministically on each call (see
+:data:`GENERATED`): ``samples("crosses")`` is 10 images of :func:`provex.data.crosses` from a
+fixed seed, 8 with 1-3 crosses and 2 without.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from provex.data.crosses import crosses
 from provex.data.mnist import load_mnist
 from provex.explanation import atomic_path
 
-__all__ = ["ASSETS_DIR", "build_mnist_samples", "sample_indices", "samples"]
+__all__ = ["ASSETS_DIR", "GENERATED", "build_mnist_samples", "sample_indices", "samples"]
 
 ASSETS_DIR = Path(__file__).resolve().parent / "assets"
 _FILES = {"mnist": "mnist_samples.npz"}
 PER_CLASS = 5
+CROSSES_SEED = 2024
+
+
+def _crosses_samples() -> tuple[torch.Tensor, torch.Tensor]:
+    d = crosses(10, seed=CROSSES_SEED, positive_fraction=0.8, n_crosses=(1, 2, 3))
+    return d.images, d.labels
+
+
+GENERATED: dict[str, Callable[[], tuple[torch.Tensor, torch.Tensor]]] = {"crosses": _crosses_samples}
+"""Sample sets generated from a fixed seed instead of shipped: name -> ``() -> (images, labels)``."""
 
 
 def _read(name: str) -> dict[str, np.ndarray]:
     if name not in _FILES:
-        raise ValueError(f"unknown sample set {name!r}; available: {', '.join(sorted(_FILES))}")
+        names = ", ".join(sorted([*_FILES, *GENERATED]))
+        raise ValueError(f"unknown sample set {name!r}; available: {names}")
     with np.load(ASSETS_DIR / _FILES[name], allow_pickle=False) as f:
         return {k: f[k] for k in f.files}
 
 
 def samples(name: str = "mnist") -> tuple[torch.Tensor, torch.Tensor]:
-    """``(images, labels)``: float32 (50, 1, 28, 28) in [0, 1] and int64 (50,)."""
+    """``(images, labels)``: float32 images in [0, 1] and int64 labels; for ``"mnist"``,
+    (50, 1, 28, 28) and (50,), for ``"crosses"`` (10, 3, 100, 120) and (10,)."""
+    if name in GENERATED:
+        return GENERATED[name]()
     d = _read(name)
     x = torch.from_numpy(d["images"].astype(np.float32) / 255.0).unsqueeze(1)
     return x.contiguous(), torch.from_numpy(d["labels"].astype(np.int64))
 
 
 def sample_indices(name: str = "mnist") -> list[int]:
-    """Positions of the shipped samples in the original test split."""
+    """Positions of the shipped samples in the original test split (generated sets: 0..n-1)."""
+    if name in GENERATED:
+        return list(range(GENERATED[name]()[0].shape[0]))
     return [int(i) for i in _read(name)["indices"]]
 
 

@@ -149,3 +149,13 @@ register_model(
         trainer="provex.models.train",
     )
 )
+register_model(
+    ZooEntry(
+        name="crosses-cnn",
+        builder="provex.models.crosses_cnn:CrossesCNN",
+        filename="crosses-cnn.pt",
+        description="cross detector for provex.data.crosses (the h-Shap paper's synthetic task), 4k parameters",
+        samples="crosses",
+        trainer="provex.models.train_crosses",
+    )
+)

@@ -19,7 +19,7 @@ import torch
 
 from provex.explanation import atomic_path
 
-__all__ = ["plot_relevance", "save_figure", "to_display"]
+__all__ = ["draw_heatmap", "plot_relevance", "plot_relevance_columns", "save_figure", "to_display"]
 
 
 def to_display(t: torch.Tensor) -> torch.Tensor:
@@ -99,6 +99,40 @@ def plot_relevance(
         draw_heatmap(ax, relevance[i], None if images is None else images[i], cmap)
         if titles is not None:
             ax.set_title(titles[i], fontsize=9)
+    if suptitle:
+        fig.suptitle(suptitle)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def plot_relevance_columns(
+    path: str | os.PathLike,
+    columns: dict[str, torch.Tensor],
+    images: torch.Tensor | None = None,
+    row_titles: Sequence[str] | None = None,
+    cmap: str = "RdBu_r",
+    suptitle: str | None = None,
+) -> Path:
+    """Table of heat maps: one row per image, one column per named (N, C, H, W) map."""
+    if not columns:
+        raise ValueError("columns must hold at least one map")
+    maps = list(columns.values())
+    n = maps[0].shape[0]
+    for name, m in columns.items():
+        if m.ndim != 4 or m.shape[0] != n:
+            raise ValueError(f"map {name!r} must be (N={n}, C, H, W), got {tuple(m.shape)}")
+    if images is not None and images.shape[0] != n:
+        raise ValueError(f"images has {images.shape[0]} entries but the maps have {n}")
+    ncols = len(maps)
+    fig, axes = plt.subplots(n, ncols, figsize=(2.4 * ncols, 2.3 * n), squeeze=False)
+    for i in range(n):
+        for j, (name, m) in enumerate(columns.items()):
+            ax = axes[i, j]
+            draw_heatmap(ax, m[i], None if images is None else images[i], cmap)
+            if i == 0:
+                ax.set_title(name, fontsize=9)
+        if row_titles is not None:
+            axes[i, 0].set_ylabel(row_titles[i], fontsize=8)
     if suptitle:
         fig.suptitle(suptitle)
     fig.tight_layout()
