@@ -47,13 +47,24 @@ def test_registered_and_defaults_to_the_papers_methods(capsys: pytest.CaptureFix
     assert "not registered: magic; registered methods: " in err and "deep-taylor" in err
 
 
-def test_gaussian_noise_option(tmp_path: Path) -> None:
-    argv = ["--images", "1", "--step", "392", "--n-noise", "2", "--batch-size", "8", "--no-compile"]
-    assert main([*argv, "--noise", "gaussian", "--methods", "sensitivity", "--out", str(tmp_path)]) == 0
-    res = json.loads((tmp_path / "results.json").read_text())
+def test_gaussian_noise_option_and_saved_maps(tmp_path: Path) -> None:
+    argv = ["--images", "2", "--step", "392", "--n-noise", "2", "--batch-size", "8", "--no-compile"]
+    argv += ["--noise", "gaussian", "--methods", "sensitivity"]
+    assert main([*argv, "--out", str(tmp_path / "a")]) == 0
+    res = json.loads((tmp_path / "a" / "results.json").read_text())
     assert res["settings"]["noise"].startswith("gaussian") and not res["settings"]["compile"]
     assert res["methods"]["sensitivity"]["curve"]["settings"]["noise"] == "gaussian"
     assert len(res["methods"]["sensitivity"]["curve"]["distortion"]) == 3
+    # re-evaluating the saved maps with the same settings reproduces the areas (up to float32
+    # differences of the model between batch compositions)
+    maps = str(tmp_path / "a" / "maps")
+    assert main([*argv, "--images", "1", "--maps-from", maps, "--out", str(tmp_path / "b")]) == 0
+    again = json.loads((tmp_path / "b" / "results.json").read_text())
+    assert again["settings"]["maps_from"] == maps and again["settings"]["images"] == 1
+    first = res["methods"]["sensitivity"]["curve"]["per_image_auc_distortion"][0]
+    assert again["methods"]["sensitivity"]["auc_distortion"] == pytest.approx(first, rel=1e-9)
+    with pytest.raises(FileNotFoundError, match=r"no saved map .*deep-taylor"):
+        main([*argv, "--methods", "deep-taylor", "--maps-from", maps, "--out", str(tmp_path / "c")])
 
 
 @pytest.mark.parametrize(

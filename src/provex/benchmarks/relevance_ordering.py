@@ -19,9 +19,11 @@ Settings follow the papers (step 5; 512 draws in the paper, 64 by default here f
 ``--n-noise 512`` restores the protocol). Where the RDE reference code post-processed a
 baseline, the benchmark does the same (sensitivity: magnitude; SmoothGrad: mean squared
 gradient, 64 draws, noise 0.3 of the range); see ``BENCHMARK_OPTIONS``. ``-O METHOD:KEY=VALUE``
-overrides a method option; ``--noise gaussian`` evaluates under the rate-distortion methods'
-noise model (per-pixel training mean and variance) instead. ``--quick`` (CI): 4 images,
-step 10, 8 draws, small map budgets.
+overrides a method option; ``--maps-from DIR`` re-evaluates the maps an earlier run saved
+(e.g. under other evaluation settings) instead of computing them; ``--noise gaussian``
+evaluates under the rate-distortion methods' noise model (per-pixel training mean and
+variance) instead of the papers' uniform noise. ``--quick`` (CI): 4 images, step 10, 8 draws,
+small map budgets.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from provex.benchmarks.model_speed import forward_backward_seconds
 from provex.cli.options import parse_options
 from provex.data.samples import sample_indices, samples
 from provex.evaluate import OrderingCurve, gaussian_noise, plot_map_grid, plot_ordering_curves, relevance_ordering
-from provex.explanation import atomic_path
+from provex.explanation import Explanation, atomic_path
 from provex.registry import explain, get_method, methods
 
 __all__ = ["BENCHMARK_OPTIONS", "FW_METHODS", "PAPER_METHODS", "QUICK_OPTIONS", "claim_check", "main"]
@@ -102,6 +104,12 @@ def _parser() -> argparse.ArgumentParser:
         default="uniform",
         help="replacement noise: uniform in [x.min, x.max] (the papers') or N(data mean, data var) of the model card",
     )
+    p.add_argument(
+        "--maps-from",
+        default=None,
+        metavar="DIR",
+        help="evaluate the maps saved by an earlier run (DIR/NAME.pt) instead of computing them",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=512, help="rows per model call in the evaluation")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile the model")
@@ -138,6 +146,23 @@ def _check_methods(names: list[str]) -> None:
         raise ValueError(f"method(s) not registered: {', '.join(unknown)}; registered methods: {', '.join(registered)}")
     if len(set(names)) != len(names):
         raise ValueError(f"--methods lists a method twice: {names}")
+
+
+def _saved_map(folder: Path, name: str, x: torch.Tensor) -> tuple[Explanation, float]:
+    """The first ``len(x)`` images of ``folder/name.pt`` and the seconds its computation took."""
+    path = folder / f"{name}.pt"
+    if not path.is_file():
+        raise FileNotFoundError(f"--maps-from: no saved map {path} for method {name!r}")
+    exp = Explanation.load(path)
+    num = x.shape[0]
+    if exp.relevance.shape[0] < num or tuple(exp.relevance.shape[1:]) != tuple(x.shape[1:]):
+        raise ValueError(
+            f"--maps-from: {path} holds maps of shape {tuple(exp.relevance.shape)}, "
+            f"which does not cover {num} images of shape {tuple(x.shape[1:])}"
+        )
+    seconds = float(exp.info.get("seconds", float("nan"))) * num / exp.relevance.shape[0]
+    sub = Explanation(exp.relevance[:num], exp.method, exp.target[:num], {}, ordering=None)
+    return sub, seconds
 
 
 def claim_check(curves: dict[str, OrderingCurve]) -> list[str]:
@@ -213,10 +238,13 @@ def main(argv: list[str] | None = None) -> int:
     maps: dict[str, torch.Tensor] = {}
     results: dict[str, Any] = {}
     for name in tqdm(a.methods, desc="methods", unit="method"):
-        t0 = time.perf_counter()
-        exp = explain(model, x, name, device=a.device, **opts[name])
-        map_seconds = time.perf_counter() - t0
-        exp.save(out / "maps" / f"{name}.pt")
+        if a.maps_from is None:
+            t0 = time.perf_counter()
+            exp = explain(model, x, name, device=a.device, **opts[name])
+            map_seconds = time.perf_counter() - t0
+            exp.save(out / "maps" / f"{name}.pt")
+        else:
+            exp, map_seconds = _saved_map(Path(a.maps_from), name, x)
         curve = relevance_ordering(
             model,
             x,
@@ -256,6 +284,7 @@ def main(argv: list[str] | None = None) -> int:
         "device": a.device,
         "quick": a.quick,
         "methods": a.methods,
+        "maps_from": a.maps_from,
         "method_options": opts,
         "environment": environment(),
         "throughput": {
