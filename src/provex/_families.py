@@ -4,6 +4,6 @@ Each family adds one import line here; the registry imports this module on first
 """
 
 from provex import shapley  # noqa: F401
-from provex.baselines import gradient  # noqa: F401
+from provex.baselines import gradient, guided_backprop, lrp, perturbation, smoothgrad  # noqa: F401
 from provex.rde import methods as rde_methods  # noqa: F401
 from provex.stats import xrt  # noqa: F401

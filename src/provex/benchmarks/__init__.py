@@ -12,4 +12,5 @@ BENCHMARKS: dict[str, str] = {
     "rde-acceptance": "provex.benchmarks.rde_acceptance",
     "betting": "provex.benchmarks.betting",
     "lpn": "provex.benchmarks.lpn",
+    "ordering": "provex.benchmarks.relevance_ordering",
 }

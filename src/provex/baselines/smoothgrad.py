@@ -1,0 +1,67 @@
+"""SmoothGrad (Smilkov et al. 2017): the gradient averaged over noisy copies of the input.
+
+Built on captum's ``NoiseTunnel`` around ``Saliency`` (signed gradients). The noise standard
+deviation is ``noise_level`` times each image's value range (max - min), as in the paper;
+images with the same range are processed together in batches of ``batch_size`` rows.
+``square=True`` averages the squared gradients instead (captum's "smoothgrad_sq"; this is
+what the RDE reference code used for its MNIST comparison: 64 draws, noise level 0.3).
+captum is imported on first use. Draws come from captum's use of the global RNG, seeded with
+``seed`` inside a forked RNG scope so the caller's random stream is untouched.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from provex.baselines._common import check_positive_float, check_positive_int, seeded
+from provex.explanation import Explanation
+from provex.registry import register_method
+
+__all__ = ["smoothgrad"]
+
+
+@register_method(
+    "smoothgrad",
+    family="classic attribution",
+    description="gradient averaged over Gaussian-noise copies of the input (Smilkov et al. 2017; captum)",
+)
+def smoothgrad(
+    model: nn.Module,
+    x: torch.Tensor,
+    target: torch.Tensor,
+    n_samples: int = 50,
+    noise_level: float = 0.15,
+    square: bool = False,
+    batch_size: int = 512,
+    seed: int = 0,
+) -> Explanation:
+    """Mean (or mean square, ``square=True``) of target-logit gradients over ``n_samples`` draws."""
+    check_positive_int(n_samples, "n_samples")
+    check_positive_float(noise_level, "noise_level", allow_zero=True)
+    check_positive_int(batch_size, "batch_size")
+    from captum.attr import NoiseTunnel, Saliency  # imported on use: keeps `import provex` light
+
+    nt = NoiseTunnel(Saliency(model))
+    flat = x.flatten(1)
+    ranges = flat.max(1).values - flat.min(1).values
+    rel = torch.empty_like(x)
+    with seeded(seed, x.device):
+        for r in torch.unique(ranges):
+            idx = (ranges == r).nonzero()[:, 0]
+            per_batch = max(1, batch_size // len(idx))
+            rel[idx] = nt.attribute(
+                x[idx],
+                nt_type="smoothgrad_sq" if square else "smoothgrad",
+                nt_samples=n_samples,
+                nt_samples_batch_size=min(per_batch, n_samples),
+                stdevs=float(noise_level * r),
+                target=target[idx],
+                abs=False,
+            ).detach()
+    return Explanation(
+        relevance=rel,
+        method="smoothgrad",
+        target=target.detach().clone(),
+        info={"model_passes": n_samples, "noise_std": (noise_level * ranges).tolist()},
+    )
