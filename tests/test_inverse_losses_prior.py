@@ -133,7 +133,7 @@ def test_non_convergence_is_reported_per_input() -> None:
         y = torch.linspace(-100, 100, 3, dtype=torch.float64).unsqueeze(1)
         top = float(lpn(y).abs().max())
     x = torch.tensor([[0.0], [top + 50.0]], dtype=torch.float64)
-    x[0, 0] = float(lpn(torch.zeros(1, 1, dtype=torch.float64)))  # inside the range: f(0)
+    x[0, 0] = float(lpn(torch.zeros(1, 1, dtype=torch.float64)).detach())  # inside the range: f(0)
     with pytest.warns(RuntimeWarning, match=r"did not converge for 1 of 2 inputs \(indices \[1\]"):
         res = evaluate_prior(lpn, x, max_iter=50, tol=1e-8)
     assert res.converged.tolist() == [True, False]

@@ -53,15 +53,16 @@ def draw_heatmap(ax: plt.Axes, rel: torch.Tensor, image: torch.Tensor | None, cm
     r = to_display(rel)
     signed = bool((r < 0).any())
     vmax = float(r.abs().max()) or 1.0
+    alpha: float | np.ndarray = 1.0
     if image is not None:
         disp, img_cmap = _image_display(image)
         ax.imshow(disp, cmap=img_cmap, alpha=1.0)
-        alpha = 0.6
-    else:
-        alpha = 1.0
+        # signed maps: a fixed blend; non-negative maps (masks): opacity grows with the value,
+        # so zero leaves the image visible and a kept pixel is a saturated red on black or white
+        alpha = 0.6 if signed else np.clip(0.9 * r.numpy() / vmax, 0.0, 0.9)
     im = ax.imshow(
         r.numpy(),
-        cmap=cmap if signed else "hot",
+        cmap=cmap if signed else "YlOrRd",
         vmin=-vmax if signed else 0.0,
         vmax=vmax,
         alpha=alpha,
