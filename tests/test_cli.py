@@ -52,6 +52,7 @@ def test_explain_options_and_input(tmp_path: Path) -> None:
         (["explain", "--index", "50"], "--index out of range"),
         (["explain", "--target", "12"], "target out of range"),
         (["explain", "-O", "rate"], "key=value"),
+        (["explain", "--threads", "0"], "--threads must be a positive integer"),
         (["benchmark", "nope"], "available: "),
     ],
 )

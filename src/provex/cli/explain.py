@@ -28,6 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-O", "--option", action="append", metavar="KEY=VALUE", help="method option, repeatable")
     p.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda")
     p.add_argument("--out", default="provex-out", help="output folder (default: provex-out)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
     p.set_defaults(func=run_explain)
 
     m = sub.add_parser("methods", help="list the explanation methods and their options")
@@ -37,6 +38,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_explain(args: argparse.Namespace) -> int:
     options = parse_options(args.option)
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ValueError(f"--threads must be a positive integer, got {args.threads}")
+        torch.set_num_threads(args.threads)
     model = models.load(args.model, device=args.device)
     if args.input:
         x = load_input(args.input)
