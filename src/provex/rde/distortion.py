@@ -44,6 +44,7 @@ class Distortion:
     """Base class: images, targets, reference logits, noise, components and counters."""
 
     stochastic: bool = False
+    kind: str = ""  # the ``distortion=`` name that builds this estimator
 
     def __init__(
         self,
@@ -98,6 +99,8 @@ class Distortion:
 
 class MonteCarloDistortion(Distortion):
     """Monte Carlo estimate with ``n_samples`` noise draws per evaluation."""
+
+    kind = "mc"
 
     def __init__(
         self,
@@ -177,6 +180,7 @@ class ADFDistortion(Distortion):
     ) -> None:
         self.adf_model = to_adf(model, mode=mode)
         self.mode = mode
+        self.kind = "adf" if mode == "diag" else "adf-lowrank"
         super().__init__(model, x, target, noise, components, batch_size)
         # model inputs one mask costs: the low-rank square root has one column per pixel
         self.rank = 1 if mode == "diag" else self.x[0].numel()

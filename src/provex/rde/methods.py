@@ -20,7 +20,7 @@ from torch import nn
 from provex.explanation import Explanation
 from provex.fw import Birkhoff, FWResult, KSparseNonNegative, frank_wolfe, resolve_step
 from provex.rde.components import Components
-from provex.rde.distortion import KINDS, ADFDistortion, Distortion, make_distortion
+from provex.rde.distortion import KINDS, Distortion, make_distortion
 from provex.rde.lagrangian import projected_gradient
 from provex.rde.noise import GaussianNoise
 from provex.rde.ordering import OrderingObjective
@@ -134,9 +134,7 @@ def _info(res: FWResult, dist: Distortion, shape: tuple[int, ...], **extra: Any)
         "model_seconds": counters["model_seconds"],
         "solver_seconds": res.seconds,
         "overhead_fraction": max(0.0, 1.0 - counters["model_seconds"] / max(res.seconds, 1e-12)),
-        "distortion_kind": ("adf" if dist.mode == "diag" else "adf-lowrank")
-        if isinstance(dist, ADFDistortion)
-        else "mc",
+        "distortion_kind": dist.kind,
         "stochastic": dist.stochastic,
         "components": dist.components.n,
         "grid": dist.components.grid,
