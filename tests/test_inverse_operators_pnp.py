@@ -168,6 +168,55 @@ def test_pnp_pgd_with_lpn_converges_inside_the_bound() -> None:
     torch.testing.assert_close(fixed, res.x, atol=1e-8, rtol=0)
 
 
+def test_initial_guess_fills_inpainting_holes_and_is_the_adjoint_elsewhere() -> None:
+    gen = torch.Generator().manual_seed(5)
+    for op in _ops():
+        y = op.measure(torch.rand(2, *SHAPE, generator=gen, dtype=torch.float64), 0.0)
+        if not isinstance(op, RandomInpainting):
+            torch.testing.assert_close(op.initial_guess(y), op.adjoint(y), atol=0, rtol=0)
+    op = RandomInpainting((2, 12, 12), missing=0.7, seed=0)
+    const = torch.tensor([0.3, 0.8], dtype=torch.float64).view(1, 2, 1, 1).expand(3, 2, 12, 12)
+    # normalised convolution is a weighted mean of observed pixels: exact on constant images
+    torch.testing.assert_close(op.initial_guess(op(const)), const, atol=1e-12, rtol=0)
+    # on a linear ramp it stays between the smallest and largest observed value, and keeps order
+    ramp = torch.linspace(0, 1, 12, dtype=torch.float64).view(1, 1, 1, 12).expand(1, 2, 12, 12)
+    g = op.initial_guess(op(ramp))
+    assert float(g.min()) >= 0.0 and float(g.max()) <= 1.0
+    assert float((g - ramp).abs().mean()) < 0.05
+    # a pixel with no observed pixel within 3 sigma gets the image's mean observed value
+    far = RandomInpainting((1, 12, 12), missing=0.5, seed=0)
+    far.mask = torch.zeros(1, 12, 12, dtype=torch.float64)
+    far.mask[0, 0, 0] = far.mask[0, 0, 1] = 1.0
+    x = torch.full((1, 1, 12, 12), 0.25, dtype=torch.float64)
+    x[0, 0, 0, 1] = 0.75
+    g = far.initial_guess(far(x))
+    assert float(g[0, 0, 11, 11]) == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="y has shape"):
+        op.initial_guess(torch.zeros(1, 1, 12, 12))
+    with pytest.raises(ValueError, match="sigma must be positive"):
+        op.initial_guess(op(const), sigma=0.0)
+
+
+def test_solvers_start_at_the_initial_guess_and_tv_does_not_depend_on_it() -> None:
+    op = RandomInpainting((1, 10, 10), missing=0.6, seed=2)
+    gen = torch.Generator().manual_seed(6)
+    y = op.measure(torch.rand(2, 1, 10, 10, generator=gen, dtype=torch.float64), 0.01, gen)
+    shrink = lambda v: 0.9 * v  # noqa: E731
+    a = pnp_admm(y, op, shrink, rho=0.5, iters=3)
+    b = pnp_admm(y, op, shrink, rho=0.5, iters=3, x0=op.initial_guess(y))
+    torch.testing.assert_close(a.x, b.x, atol=0, rtol=0)
+    a = pnp_pgd(y, op, shrink, iters=3)
+    b = pnp_pgd(y, op, shrink, iters=3, x0=op.initial_guess(y))
+    torch.testing.assert_close(a.x, b.x, atol=0, rtol=0)
+    # TV is convex: from A^T y or from the fill, enough iterations reach the same minimiser
+    t1 = tv_reconstruct(y, op, 0.05, iters=6000)
+    t2 = tv_reconstruct(y, op, 0.05, iters=6000, x0=op.initial_guess(y))
+    torch.testing.assert_close(tv_reconstruct(y, op, 0.05, iters=3), tv_reconstruct(y, op, 0.05, 3, x0=op.adjoint(y)))
+    assert float((t1 - t2).abs().max()) < 1e-3
+    with pytest.raises(ValueError, match="x0 has shape"):
+        tv_reconstruct(y, op, 0.05, iters=2, x0=torch.zeros(1, 1, 9, 9))
+
+
 def test_tv_matches_skimage_chambolle_on_denoising() -> None:
     from skimage.restoration import denoise_tv_chambolle
 

@@ -73,13 +73,21 @@ def plot_prior_curves(results: Sequence[dict[str, Any]], path: str | Path) -> Pa
 
 
 def plot_reconstructions(x: torch.Tensor, res: dict[str, Any], path: str | Path, title: str = "", n: int = 6) -> Path:
-    """Rows: truth, A^T y, TV, LPN-PnP for the first ``n`` images, PSNR in each title."""
+    """Rows: truth, A^T y, the solvers' start (if not A^T y), TV, LPN-PnP for the first ``n`` images."""
     n = min(n, x.shape[0])
     from provex.inverse.metrics import psnr
 
     meas = res["y"]
     shown_meas = meas if meas.shape == x.shape else None
-    rows = [("truth", x), ("measured", shown_meas), ("TV", res["x_tv"]), ("LPN " + res["method"], res["x_pnp"])]
+    start = res.get("x_start")
+    shown_start = None if start is None or shown_meas is None or torch.equal(start, shown_meas) else start
+    rows = [
+        ("truth", x),
+        ("measured", shown_meas),
+        ("start", shown_start),
+        ("TV", res["x_tv"]),
+        ("LPN " + res["method"], res["x_pnp"]),
+    ]
     rows = [(name, t) for name, t in rows if t is not None]
     fig, axes = plt.subplots(len(rows), n, figsize=(1.6 * n, 1.7 * len(rows)), squeeze=False)
     for r, (name, imgs) in enumerate(rows):
@@ -216,6 +224,9 @@ def main(argv: list[str] | None = None) -> int:
                 "tv_lam": res["tv_lam"],
                 "psnr_lpn": _summ(res["pnp"]["psnr"]),
                 "psnr_tv": _summ(res["tv"]["psnr"]),
+                "psnr_initial_guess": _summ(res["initial_guess"]["psnr"]),
+                "psnr_tv_from_initial_guess": _summ(res["tv_from_initial_guess"]["psnr"]),
+                "tv_start_gap_max": res["tv_start_gap_max"],
                 "ssim_lpn": _summ(res["pnp"]["ssim"]),
                 "ssim_tv": _summ(res["tv"]["ssim"]),
                 "psnr_gain_mean": float(gain.mean()),
@@ -231,12 +242,13 @@ def main(argv: list[str] | None = None) -> int:
                     float(res["pnp"]["psnr"].mean()),
                     float(res["tv"]["psnr"].mean()),
                     float(gain.mean()),
+                    float(res["initial_guess"]["psnr"].mean()),
                     float(res["pnp"]["ssim"].mean()),
                     float(res["tv"]["ssim"].mean()),
                 ]
             )
             fig_rows.append((name, res))
-        print_table(rows, ["task", "LPN dB", "TV dB", "gain dB", "LPN SSIM", "TV SSIM"])
+        print_table(rows, ["task", "LPN dB", "TV dB", "gain dB", "start dB", "LPN SSIM", "TV SSIM"])
         for name, res in fig_rows:
             plot_reconstructions(x, res, out / f"reconstruct_{name}.png", title=f"{name}: {res['operator']}")
     if "pgd" in a.parts:

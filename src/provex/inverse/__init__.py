@@ -16,10 +16,11 @@ Pieces (one idea per module):
   softplus(beta), input skips), projection and convexity checks;
 * :mod:`~provex.inverse.lpn` — :class:`LPN` (f = grad psi by autograd), :func:`build_lpn`;
 * :mod:`~provex.inverse.losses` — l2, l1, proximal matching, :class:`Stage` schedules;
-* :mod:`~provex.inverse.train` — :func:`train_lpn` (progress bar, atomic resumable checkpoints, seed);
+* :mod:`~provex.inverse.train` — :func:`train_lpn` (progress bar, atomic resumable checkpoints, seed,
+  weight averaging, grid interpolation for 1-D LPNs), samplers incl. :func:`laplace_qmc_sampler`;
 * :mod:`~provex.inverse.prior` — :func:`evaluate_prior` (batched L-BFGS inversion, per-input convergence);
 * :mod:`~provex.inverse.operators` — denoising, Gaussian blur (FFT), random inpainting, Gaussian
-  compressed sensing, each with its adjoint, sigma_max(A)^2 and (A^T A + rho I)^{-1};
+  compressed sensing, each with its adjoint, sigma_max(A)^2, (A^T A + rho I)^{-1} and a starting image;
 * :mod:`~provex.inverse.pnp` — :func:`pnp_pgd` (step size checked against 1/sigma_max(A)^2) and :func:`pnp_admm`;
 * :mod:`~provex.inverse.tv` — total-variation baseline (Chambolle-Pock);
 * :mod:`~provex.inverse.metrics` — PSNR, SSIM;
@@ -55,7 +56,7 @@ from provex.inverse.operators import (
 )
 from provex.inverse.pnp import PnPResult, check_step_size, pnp_admm, pnp_pgd
 from provex.inverse.prior import InversionError, PriorResult, evaluate_prior
-from provex.inverse.train import TrainResult, laplace_sampler, tensor_sampler, train_lpn
+from provex.inverse.train import TrainResult, laplace_qmc_sampler, laplace_sampler, tensor_sampler, train_lpn
 from provex.inverse.tv import tv_reconstruct
 
 __all__ = [
@@ -78,6 +79,7 @@ __all__ = [
     "evaluate_prior",
     "l1_loss",
     "l2_loss",
+    "laplace_qmc_sampler",
     "laplace_sampler",
     "make_operator",
     "pnp_admm",

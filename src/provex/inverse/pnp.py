@@ -12,7 +12,8 @@ For measurements y = A x + noise:
   ``u <- u + x - z``; with f = prox_R it targets 1/2 ||Ax - y||^2 + rho R(x), so ``rho`` sets the
   prior's weight. No step-size condition is checked for ADMM; convergence is measured.
 
-Both return a :class:`PnPResult` with the per-iteration, per-image residuals (relative change of
+Both start at ``x0`` or, by default, at ``op.initial_guess(y)`` (A^T y; a normalised-convolution
+fill for inpainting). Both return a :class:`PnPResult` with the per-iteration, per-image residuals (relative change of
 the iterate; for ADMM also the primal residual ||x - z||), so convergence can be reported.
 """
 
@@ -110,7 +111,7 @@ def pnp_pgd(
     eta = 0.99 * bound if eta is None else float(eta)
     check_step_size(eta, op, force=force)
     _warn_if_not_strongly_convex(denoiser)
-    x = op.adjoint(y) if x0 is None else x0.clone()
+    x = op.initial_guess(y) if x0 is None else x0.clone()
     op._check(x, op.in_shape, "x0", "images")
     res = []
     for _ in tqdm(range(iters), desc="pnp-pgd", disable=not progress):
@@ -139,7 +140,7 @@ def pnp_admm(
         raise ValueError(f"rho must be positive, got {rho}")
     _warn_if_not_strongly_convex(denoiser)
     aty = op.adjoint(y)
-    z = aty.clone() if x0 is None else x0.clone()
+    z = op.initial_guess(y) if x0 is None else x0.clone()
     op._check(z, op.in_shape, "x0", "images")
     u = torch.zeros_like(z)
     res, primal = [], []

@@ -23,9 +23,16 @@ from provex.explanation import atomic_path
 from provex.inverse.losses import Stage, lpn_loss
 from provex.inverse.lpn import LPN
 
-__all__ = ["Sampler", "TrainResult", "laplace_sampler", "tensor_sampler", "train_lpn"]
+__all__ = ["Sampler", "TrainResult", "laplace_qmc_sampler", "laplace_sampler", "tensor_sampler", "train_lpn"]
 
-Sampler = Callable[[int, torch.Generator], torch.Tensor]
+# A sampler returns n clean samples x, or a pair (x, noise) with its own standard-normal noise draws.
+Sampler = Callable[[int, torch.Generator], torch.Tensor | tuple[torch.Tensor, torch.Tensor]]
+
+
+def _laplace_icdf(u: torch.Tensor, b: float) -> torch.Tensor:
+    """Inverse CDF of Laplace(0, b) at u in (0, 1); clamped away from u = 0, 1 where log(0) appears."""
+    v = u - 0.5
+    return -b * torch.sign(v) * torch.log1p(-2 * v.abs().clamp(max=0.5 - 1e-12))
 
 
 def laplace_sampler(b: float = 1.0, dim: int = 1) -> Sampler:
@@ -34,9 +41,30 @@ def laplace_sampler(b: float = 1.0, dim: int = 1) -> Sampler:
         raise ValueError(f"b must be positive, got {b}")
 
     def sample(n: int, gen: torch.Generator) -> torch.Tensor:
-        u = torch.rand(n, dim, generator=gen, dtype=torch.float64) - 0.5
-        # Inverse CDF; clamp away from |u| = 1/2 where log(0) would appear.
-        return (-b * torch.sign(u) * torch.log1p(-2 * u.abs().clamp(max=0.5 - 1e-12))).float()
+        return _laplace_icdf(torch.rand(n, dim, generator=gen, dtype=torch.float64), b).float()
+
+    return sample
+
+
+def laplace_qmc_sampler(b: float = 1.0) -> Sampler:
+    """(x, noise) pairs for the 1-D Laplace toy by randomised quasi-Monte Carlo.
+
+    Each call scrambles a fresh 2-D Sobol sequence (its seed drawn from ``gen``) and maps it by
+    inverse CDFs to x ~ Laplace(0, b) and noise ~ N(0, 1). Every draw is still exactly
+    distributed, so the loss stays unbiased, but the batch covers the (x, noise) plane evenly:
+    far smaller gradient noise than i.i.d. draws of the same size. Small proximal-matching
+    gammas need that, since only the few samples within about gamma of f(y) carry gradient.
+    """
+    if b <= 0:
+        raise ValueError(f"b must be positive, got {b}")
+
+    def sample(n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=gen))
+        u = torch.quasirandom.SobolEngine(2, scramble=True, seed=seed).draw(n, dtype=torch.float64)
+        u = u.clamp(1e-12, 1 - 1e-12)
+        x = _laplace_icdf(u[:, :1], b)
+        noise = math.sqrt(2.0) * torch.erfinv(2 * u[:, 1:] - 1)
+        return x.float(), noise.float()
 
     return sample
 
@@ -96,6 +124,30 @@ def _prefix(stages: Sequence[Stage], steps: int) -> list[tuple[int, str, float, 
     return out
 
 
+def _grid_forward(
+    lpn: LPN, grid: tuple[float, float, int], device: str | torch.device
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """f at a batch of scalars by linear interpolation of f on a uniform grid (see ``train_lpn``)."""
+    try:
+        lo, hi, points = float(grid[0]), float(grid[1]), int(grid[2])
+    except (TypeError, ValueError, IndexError) as err:
+        raise ValueError(f"grid must be (lo, hi, points), got {grid!r}") from err
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi) or points < 2:
+        raise ValueError(f"grid must be (lo, hi, points) with lo < hi finite and points >= 2, got {grid!r}")
+    nodes = torch.linspace(lo, hi, points, dtype=torch.float64, device=device).unsqueeze(1)
+
+    def forward(y: torch.Tensor) -> torch.Tensor:
+        if y.ndim != 2 or y.shape[1] != 1:
+            raise ValueError(f"grid training needs 1-D inputs of shape (N, 1), got samples of shape {tuple(y.shape)}")
+        values = lpn(nodes.to(y.dtype)).squeeze(1)
+        t = (y.squeeze(1) - lo) / (hi - lo) * (points - 1)
+        i0 = t.detach().floor().clamp(0, points - 2).long()
+        w = t - i0
+        return (values[i0] * (1 - w) + values[i0 + 1] * w).unsqueeze(1)
+
+    return forward
+
+
 def train_lpn(
     lpn: LPN,
     sampler: Sampler,
@@ -111,6 +163,9 @@ def train_lpn(
     log_every: int = 50,
     on_stage_end: Callable[[int, LPN], None] | None = None,
     stop_after: int | None = None,
+    ema_decay: float | None = None,
+    ema_start: int = 0,
+    grid: tuple[float, float, int] | None = None,
 ) -> TrainResult:
     """Train ``lpn`` in place through ``stages``; returns the loss history and timings.
 
@@ -120,6 +175,20 @@ def train_lpn(
     ``on_stage_end(stage_index, lpn)`` is called after each stage (e.g. to validate); it must
     leave ``lpn`` in training mode. ``stop_after`` ends the run after that many steps in total
     (a time-boxed run; the checkpoint lets a later call with the same schedule continue).
+
+    ``ema_decay`` (e.g. 0.999) keeps an exponential moving average of the parameters over the
+    steps after ``ema_start`` (step counts are global: after step t > ema_start, avg <- d * avg +
+    (1 - d) * theta_t, started at avg = theta_{ema_start + 1}); when the schedule is complete
+    ``lpn`` gets the averaged parameters. The average of projected (hidden-path >= 0) weights
+    is itself projected, so psi stays convex. The average is saved in the checkpoint.
+
+    ``grid = (lo, hi, points)``, for LPNs on 1-D inputs (N, 1) only: each step evaluates f on
+    ``points`` equally spaced inputs in [lo, hi] and interpolates it linearly at the batch (the
+    loss still averages over every sampled pair; gradients flow through the interpolation). A
+    step then costs one pass over the grid, not over the batch, so batches of 10^6 samples are
+    affordable, which small proximal-matching gammas need: at gamma = 0.035 only a few percent of
+    the samples carry gradient. Keep the grid fine (spacing << gamma) and wide (samples beyond
+    it use the end segments' lines).
     """
     if not isinstance(lpn, LPN):
         raise ValueError(f"lpn must be a provex.inverse.LPN, got {type(lpn).__name__}")
@@ -130,12 +199,18 @@ def train_lpn(
         raise ValueError("stages must be a non-empty sequence of provex.inverse.Stage")
     if batch_size <= 0:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
+    if ema_decay is not None and not (0.0 <= ema_decay < 1.0):
+        raise ValueError(f"ema_decay must be in [0, 1), got {ema_decay}")
+    if ema_start < 0:
+        raise ValueError(f"ema_start must be >= 0, got {ema_start}")
+    forward = lpn if grid is None else _grid_forward(lpn, grid, device)
     total = sum(s.steps for s in stages)
     lpn.to(device).train()
     lpn.project_()
     opt = torch.optim.Adam(lpn.parameters(), lr=stages[0].lr)
     gen = torch.Generator().manual_seed(seed)
     result = TrainResult()
+    ema: dict[str, torch.Tensor] | None = None
     ckpt = Path(checkpoint) if checkpoint is not None else None
     if ckpt is not None and resume and ckpt.is_file():
         state = torch.load(ckpt, map_location="cpu", weights_only=True)
@@ -145,6 +220,8 @@ def train_lpn(
         result.history = [tuple(h) for h in state["history"]]  # type: ignore[misc]
         result.steps = result.resumed_from = int(state["step"])
         result.seconds_before = float(state.get("seconds", 0.0))
+        if ema_decay is not None and state.get("ema") is not None:
+            ema = {k: v.to(device) for k, v in state["ema"].items()}
         saved = [Stage(**d) for d in state["stages"]]
         if _prefix(saved, result.steps) != _prefix(stages, result.steps):
             raise ValueError(
@@ -163,6 +240,7 @@ def train_lpn(
             "step": result.steps,
             "stages": [st.to_dict() for st in stages],
             "seconds": result.seconds_before + time.perf_counter() - start,
+            "ema": None if ema is None else {k: v.detach().cpu() for k, v in ema.items()},
         }
         final, tmp = atomic_path(ckpt)
         try:
@@ -179,9 +257,16 @@ def train_lpn(
         k, stage = _stage_at(stages, result.steps)
         for g in opt.param_groups:
             g["lr"] = stage.lr
-        x = sampler(stage.batch_size or batch_size, gen).to(device)
-        y = x + sigma * torch.randn(x.shape, generator=gen).to(device)
-        loss = lpn_loss(stage.loss, lpn(y), x, stage.gamma)
+        drawn = sampler(stage.batch_size or batch_size, gen)
+        if isinstance(drawn, tuple):
+            x, noise = drawn[0].to(device), drawn[1].to(device)
+            if noise.shape != x.shape:
+                raise ValueError(f"the sampler's noise has shape {tuple(noise.shape)}, its samples {tuple(x.shape)}")
+        else:
+            x = drawn.to(device)
+            noise = torch.randn(x.shape, generator=gen).to(device)
+        y = x + sigma * noise
+        loss = lpn_loss(stage.loss, forward(y), x, stage.gamma)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"loss became {float(loss)} at step {result.steps} (stage {k}); lower the lr")
         opt.zero_grad(set_to_none=True)
@@ -189,6 +274,13 @@ def train_lpn(
         opt.step()
         lpn.project_()
         result.steps += 1
+        if ema_decay is not None and result.steps > ema_start:
+            with torch.no_grad():
+                if ema is None:
+                    ema = {k: v.detach().clone() for k, v in lpn.state_dict().items()}
+                else:
+                    for name, v in lpn.state_dict().items():
+                        ema[name].mul_(ema_decay).add_(v.detach(), alpha=1.0 - ema_decay)
         value = float(loss.detach())
         running = value if running is None else 0.95 * running + 0.05 * value
         if result.steps % log_every == 0 or result.steps == total:
@@ -204,5 +296,7 @@ def train_lpn(
     bar.close()
     result.seconds = time.perf_counter() - start
     save()
+    if ema is not None and result.steps == total:
+        lpn.load_state_dict(ema)
     lpn.eval()
     return result
