@@ -76,6 +76,11 @@ def test_smoothgrad_seeded_and_leaves_global_rng_alone(tiny_model: nn.Module) ->
     b = provex.explain(tiny_model, x, "smoothgrad", n_samples=5, seed=1)
     c = provex.explain(tiny_model, x, "smoothgrad", n_samples=5, seed=2)
     assert torch.equal(a.relevance, b.relevance) and not torch.equal(a.relevance, c.relevance)
+    # an image's map does not depend on its batch-mates or its position among them
+    alone = provex.explain(tiny_model, x[1:], "smoothgrad", n_samples=5, seed=1)
+    swapped = provex.explain(tiny_model, x.flip(0), "smoothgrad", n_samples=5, seed=1)
+    torch.testing.assert_close(alone.relevance[0], a.relevance[1], rtol=0, atol=0)
+    torch.testing.assert_close(swapped.relevance.flip(0), a.relevance, rtol=0, atol=0)
     zero = provex.explain(tiny_model, x, "smoothgrad", n_samples=3, noise_level=0.0)
     sens = provex.explain(tiny_model, x, "sensitivity")
     torch.testing.assert_close(zero.relevance, sens.relevance)

@@ -49,6 +49,7 @@ def test_explain_options_and_input(tmp_path: Path) -> None:
     [
         (["explain", "--method", "nope"], "available methods"),
         (["explain", "--model", "nope"], "available models: "),
+        (["explain", "--model", "lpn-mnist"], "is a denoiser, not a classifier"),
         (["explain", "--index", "50"], "--index out of range"),
         (["explain", "--target", "12"], "target out of range"),
         (["explain", "-O", "rate"], "key=value"),

@@ -1,8 +1,10 @@
 """SmoothGrad (Smilkov et al. 2017): the gradient averaged over noisy copies of the input.
 
 Built on captum's ``NoiseTunnel`` around ``Saliency`` (signed gradients). The noise standard
-deviation is ``noise_level`` times each image's value range (max - min), as in the paper;
-images with the same range are processed together in batches of ``batch_size`` rows.
+deviation is ``noise_level`` times each image's value range (max - min), as in the paper.
+Each image is attributed on its own (its ``n_samples`` noisy copies in batches of
+``batch_size`` rows), with the RNG re-seeded for it, so an image's map does not depend on
+which other images share its batch, or on its position there.
 ``square=True`` averages the squared gradients instead (captum's "smoothgrad_sq"; this is
 what the RDE reference code used for its MNIST comparison: 64 draws, noise level 0.3).
 captum is imported on first use. Draws come from captum's use of the global RNG, seeded with
@@ -46,17 +48,15 @@ def smoothgrad(
     flat = x.flatten(1)
     ranges = flat.max(1).values - flat.min(1).values
     rel = torch.empty_like(x)
-    with seeded(seed, x.device):
-        for r in torch.unique(ranges):
-            idx = (ranges == r).nonzero()[:, 0]
-            per_batch = max(1, batch_size // len(idx))
-            rel[idx] = nt.attribute(
-                x[idx],
+    for i in range(x.shape[0]):
+        with seeded(seed, x.device):
+            rel[i : i + 1] = nt.attribute(
+                x[i : i + 1],
                 nt_type="smoothgrad_sq" if square else "smoothgrad",
                 nt_samples=n_samples,
-                nt_samples_batch_size=min(per_batch, n_samples),
-                stdevs=float(noise_level * r),
-                target=target[idx],
+                nt_samples_batch_size=min(batch_size, n_samples),
+                stdevs=float(noise_level * ranges[i]),
+                target=target[i : i + 1],
                 abs=False,
             ).detach()
     return Explanation(

@@ -42,6 +42,14 @@ def run_explain(args: argparse.Namespace) -> int:
         if args.threads < 1:
             raise ValueError(f"--threads must be a positive integer, got {args.threads}")
         torch.set_num_threads(args.threads)
+    task = models.entry(args.model).task
+    if task != "classifier":
+        classifiers = [n for n in models.available() if models.entry(n).task == "classifier"]
+        raise ValueError(
+            f"--model {args.model!r} is a {task}, not a classifier; explanations need class scores. "
+            f"Classifiers: {', '.join(classifiers)}. For what a learned proximal network learned, "
+            "use `provex lpn prior`."
+        )
     model = models.load(args.model, device=args.device)
     if args.input:
         x = load_input(args.input)

@@ -39,7 +39,7 @@ def run_list(args: argparse.Namespace) -> int:
     for name in sorted(models._ZOO):
         e = models.entry(name)
         status = "shipped" if name in shipped else "weights missing"
-        print(f"{name:14s} {status:16s} {e.description}")
+        print(f"{name:14s} {e.task:10s} {status:16s} {e.description}")
     return 0
 
 

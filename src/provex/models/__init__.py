@@ -73,6 +73,7 @@ class ZooEntry:
     description: str
     samples: str | None = None  # name of the shipped sample set for default CLI runs
     trainer: str | None = None  # module with main(argv) (training) and evaluate(model, root)
+    task: str = "classifier"  # "classifier" (explainable: logits per class) or "denoiser" (an LPN)
 
     def build(self, config: dict[str, Any]) -> nn.Module:
         builder = self.builder
@@ -167,6 +168,7 @@ register_model(
         filename="lpn-laplace.pt",
         description="Learned proximal network on the 1-D Laplace toy (b=1, sigma=1), (N,1)->(N,1); ~ soft-threshold",
         trainer="provex.inverse.recipes.laplace",
+        task="denoiser",
     )
 )
 register_model(
@@ -177,6 +179,7 @@ register_model(
         description="Learned proximal network (convolutional ICNN gradient) denoising MNIST at sigma=0.1",
         samples="mnist",
         trainer="provex.inverse.recipes.mnist",
+        task="denoiser",
     )
 )
 register_model(
@@ -186,5 +189,6 @@ register_model(
         filename="lpn-laplace-l2.pt",
         description="Comparison for lpn-laplace: the same 1-D LPN trained with l2 (MMSE), not soft-thresholding",
         trainer="provex.inverse.recipes.laplace_l2",
+        task="denoiser",
     )
 )
