@@ -130,7 +130,8 @@ def compare_reconstruction(
     pnp = run_pnp(y, best)
     tv = tv_reconstruct(y, op, best_lam, tv_iters)
     # TV is convex: started at the solvers' fill instead of A^T y it must reach the same images
-    tv_check = tv_reconstruct(y, op, best_lam, tv_iters, x0=op.initial_guess(y))
+    start = op.initial_guess(y)  # where the PnP solvers started
+    tv_check = tv_reconstruct(y, op, best_lam, tv_iters, x0=start)
     m_pnp, m_tv = _metrics(pnp.x, x), _metrics(tv, x)
     return {
         "method": method,
@@ -144,8 +145,8 @@ def compare_reconstruction(
         "tv_from_initial_guess": _metrics(tv_check, x),
         "tv_start_gap_max": float((tv - tv_check).abs().max()),
         "measurement": _metrics(op.adjoint(y), x),
-        "initial_guess": _metrics(op.initial_guess(y), x),
-        "x_start": op.initial_guess(y),
+        "initial_guess": _metrics(start, x),
+        "x_start": start,
         "residuals": pnp.residuals,
         "primal_residuals": pnp.info.get("primal_residuals"),
         "converged": pnp.converged,
