@@ -17,20 +17,11 @@ from typing import Any
 
 import torch
 
+from provex.io import atomic_path
+
 __all__ = ["Explanation", "atomic_path"]
 
 _FORMAT = "provex.explanation/1"
-
-
-def atomic_path(path: str | os.PathLike) -> tuple[Path, Path]:
-    """Return ``(final, temporary)`` paths: write to the temporary one, then rename it.
-
-    Renaming within one folder is atomic, so a failed run never leaves a half-written file.
-    """
-    final = Path(path)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
-    return final, tmp
 
 
 def _plain(value: Any) -> Any:
