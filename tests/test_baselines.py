@@ -141,7 +141,7 @@ def test_guided_backprop_needs_relu_modules() -> None:
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return torch.relu(self.fc(x.flatten(1)))
 
-    with pytest.raises(ValueError, match=r"nn\.ReLU modules"):
+    with pytest.raises(ValueError, match=r"activations as modules \(nn\.ReLU"):
         provex.explain(Functional().eval(), torch.rand(1, 1, 6, 6), "guided-backprop")
 
 
@@ -149,8 +149,9 @@ def test_guided_backprop_needs_relu_modules() -> None:
 
 
 def _stab(d: torch.Tensor) -> torch.Tensor:
-    """zennit's default stabilizer: add 1e-6 with the denominator's sign (+ for 0), so 0 / 0 -> 0."""
-    return d + 1e-6 * torch.where(d >= 0, 1.0, -1.0)
+    """provex's stabilizer: |d| raised to >= 1e-6 x the per-image RMS of d, sign kept (+ for 0): 0 / 0 -> 0."""
+    rms = d.square().flatten(1).mean(1).sqrt().view(-1, *([1] * (d.ndim - 1)))
+    return torch.where(d >= 0, 1.0, -1.0) * torch.maximum(d.abs(), 1e-6 * rms + torch.finfo(d.dtype).tiny)
 
 
 def _alpha_beta_by_hand(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, r_out: torch.Tensor, alpha, beta):
@@ -320,7 +321,7 @@ def test_kernel_shap_exact_on_additive_model() -> None:
     game = BlockGame(interactions=False).eval()
     torch.manual_seed(11)
     x = torch.rand(1, 1, 6, 6, dtype=torch.float64) * 0.4
-    exp = provex.explain(game, x, "kernel-shap", target=0, block=3, n_samples=60)
+    exp = provex.explain(game, x, "kernel-shap", target=0, grid=3, n_samples=60)
     torch.testing.assert_close(_per_block(exp.relevance), _exact_shapley(game, x), rtol=1e-5, atol=1e-6)
 
 
@@ -329,7 +330,7 @@ def test_kernel_shap_converges_to_shapley_values_with_interactions() -> None:
     torch.manual_seed(12)
     x = torch.rand(1, 1, 6, 6, dtype=torch.float64) * 0.4
     exact = _exact_shapley(game, x)
-    exp = provex.explain(game, x, "kernel-shap", target=0, block=3, n_samples=3000)
+    exp = provex.explain(game, x, "kernel-shap", target=0, grid=3, n_samples=3000)
     got = _per_block(exp.relevance)
     assert float(got.sum()) == pytest.approx(float(exact.sum()), rel=1e-4)  # efficiency: f(x) - f(0)
     assert float((got - exact).abs().max()) < 0.05 * float(exact.abs().max())
@@ -342,7 +343,7 @@ def test_lime_recovers_linear_coefficients() -> None:
     masks = feature_masks(x, "grid", 2)
     w = model[1].weight[1].detach().view(6, 6)
     for ridge, tol in [(0.0, 1e-6), (1.0, 0.05)]:
-        exp = provex.explain(model, x, "lime", target=1, block=2, n_samples=400, ridge=ridge, baseline=0.2)
+        exp = provex.explain(model, x, "lime", target=1, grid=2, n_samples=400, ridge=ridge, baseline=0.2)
         for i in range(2):
             contrib = (w * (x[i, 0] - 0.2)).flatten()  # linear model: feature k adds sum_k w (x - baseline)
             coef = torch.zeros(9, dtype=torch.float64).index_add_(0, masks[i, 0].flatten(), contrib)
@@ -362,7 +363,14 @@ def test_perturbation_methods_seeded_and_rng_untouched(tiny_model: nn.Module) ->
         b = provex.explain(tiny_model, x, name, n_samples=40, seed=3)
         c = provex.explain(tiny_model, x, name, n_samples=40, seed=4)
         assert torch.equal(a.relevance, b.relevance) and not torch.equal(a.relevance, c.relevance)
-        assert a.info["model_passes"] == [40, 40] and a.info["n_features"] == [9, 9]
+        assert a.info["per_image"]["n_samples"].tolist() == [40, 40]
+        assert a.info["per_image"]["n_features"].tolist() == [9, 9]
+        assert a.info["model_calls"] >= 2 * 40  # counted by the registry: at least the budgets
+        # an image's map is the same alone and at another position in the batch
+        alone = provex.explain(tiny_model, x[1:], name, n_samples=40, seed=3)
+        swapped = provex.explain(tiny_model, x.flip(0), name, n_samples=40, seed=3)
+        torch.testing.assert_close(alone.relevance[0], a.relevance[1], rtol=0, atol=0)
+        torch.testing.assert_close(swapped.relevance.flip(0), a.relevance, rtol=0, atol=0)
 
 
 def test_feature_masks() -> None:
@@ -384,14 +392,17 @@ def test_feature_masks() -> None:
     [
         ("kernel-shap", {"n_samples": 0}, "n_samples must be a positive integer"),
         ("kernel-shap", {"features": "hexagons"}, "features must be one of"),
-        ("lime", {"block": 50}, "block=50 is larger than the image"),
+        ("lime", {"grid": 50}, "grid=50 is larger than the image"),
         ("lime", {"kernel_width": -1.0}, "kernel_width must be > 0"),
-        ("lime", {"baseline": float("nan")}, "baseline must be a finite number"),
+        ("lime", {"baseline": float("nan")}, "baseline must be finite"),
         ("smoothgrad", {"noise_level": -0.1}, "noise_level must be >= 0"),
-        ("smoothgrad", {"seed": -1}, "seed must be a non-negative integer"),
+        ("smoothgrad", {"seed": -1}, "seed must be non-negative"),
+        ("smoothgrad", {"seed": [1, 2]}, "seed has 2 entries for 1 images"),
         ("lrp-alpha-beta", {"alpha": 2.0, "beta": 0.5}, "alpha - beta must equal 1"),
-        ("lrp-alpha-beta", {"dense": "gamma"}, "dense must be 'epsilon' or 'alpha-beta'"),
+        ("lrp-alpha-beta", {"dense": "gamma"}, "dense must be one of 'epsilon', 'alpha-beta'"),
         ("deep-taylor", {"low": 0.5}, "low/high must bound the data"),
+        ("deep-taylor", {"low": float("-inf")}, "low must be finite"),
+        ("deep-taylor", {"high": float("inf")}, "high must be finite"),
     ],
 )
 def test_bad_options(method: str, options: dict, match: str) -> None:
@@ -410,3 +421,101 @@ def test_every_baseline_on_the_shipped_model(mnist_model: nn.Module, mnist_sampl
         assert exp.method == name and exp.target.tolist() == exp.prediction.tolist()
         assert float(exp.relevance.abs().sum()) > 0
     assert all(p.grad is None for p in mnist_model.parameters())
+
+
+def test_block_is_a_deprecated_alias_of_grid(tiny_model: nn.Module) -> None:
+    x = torch.rand(1, 1, 6, 6, dtype=torch.float64)
+    new = provex.explain(tiny_model, x, "lime", grid=3, n_samples=30, progress=False)
+    with pytest.warns(FutureWarning, match="'block' of 'lime' is deprecated.*use 'grid'"):
+        old = provex.explain(tiny_model, x, "lime", block=3, n_samples=30, progress=False)
+    assert torch.equal(new.relevance, old.relevance) and old.info["options"]["grid"] == 3
+    with pytest.raises(ValueError, match="block is the deprecated name of grid"):
+        provex.explain(tiny_model, x, "lime", block=3, grid=3)
+
+
+def test_lrp_conserves_relevance_on_a_residual_model_with_batchnorm() -> None:
+    """Residual additions split by zennit's Sum/LRP-0 and BatchNorm merged: the input relevance
+    of deep Taylor (z+ and z^B conserve exactly) sums to the target logit; alpha-beta with the
+    alpha-beta rule everywhere and no biases conserves too. Without the canonizer each residual
+    addition would double the total (the 246x of resnet18)."""
+    torch.manual_seed(0)
+
+    class Block(nn.Module):
+        def __init__(self, c: int) -> None:
+            super().__init__()
+            self.conv1, self.bn1 = nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c)
+            self.conv2, self.bn2 = nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c)
+            self.relu = nn.ReLU()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            out = self.relu(self.bn1(self.conv1(x)))
+            out = self.bn2(self.conv2(out))
+            return self.relu(out + x)
+
+    class ResNet(nn.Module):
+        def __init__(self, unbiased: bool) -> None:
+            super().__init__()
+            self.stem, self.bn = nn.Conv2d(3, 6, 3, padding=1, bias=False), nn.BatchNorm2d(6)
+            self.blocks = nn.Sequential(Block(6), Block(6), Block(6))
+            self.pool = nn.MaxPool2d(2)
+            self.head = nn.Linear(6, 4, bias=not unbiased)
+            for m in self.modules():
+                if isinstance(m, nn.BatchNorm2d):  # non-trivial statistics
+                    m.weight.data.uniform_(0.5, 1.5)
+                    m.running_var.uniform_(0.5, 2.0)
+                    if not unbiased:
+                        m.bias.data.normal_(0, 0.1)
+                        m.running_mean.normal_(0, 0.1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h = self.blocks(torch.relu(self.bn(self.stem(x))))
+            return self.head(self.pool(h).mean((2, 3)))
+
+    x = torch.randn(3, 3, 8, 8)
+    for unbiased in (False, True):
+        model = ResNet(unbiased).eval()
+        before = {k: v.clone() for k, v in model.state_dict().items()}
+        logits = model(x).detach()
+        methods = {"deep-taylor": {}}
+        if unbiased:
+            methods["lrp-alpha-beta"] = {"dense": "alpha-beta"}
+        for name, opts in methods.items():
+            exp = provex.explain(model, x, name, **opts)
+            want = logits.gather(1, exp.target[:, None])[:, 0]
+            torch.testing.assert_close(exp.relevance.flatten(1).sum(1), want, rtol=1e-4, atol=1e-5)
+            torch.testing.assert_close(exp.info["per_image"]["conservation"], torch.ones(3), rtol=1e-4, atol=1e-5)
+            assert exp.info["canonization"]["residual_sums"] == 3
+            assert exp.info["canonization"]["merged_batchnorms"] == 7
+            assert exp.info["model_calls"] == 3 and exp.target.tolist() == logits.argmax(1).tolist()
+        state = model.state_dict()
+        assert all(torch.equal(state[k], v) for k, v in before.items()) and set(state) == set(before)
+
+
+def test_lrp_refuses_what_it_cannot_conserve() -> None:
+    class Attention(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.q, self.k = nn.Linear(4, 4), nn.Linear(4, 4)
+            self.head = nn.Linear(4, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            t = x.flatten(2).transpose(1, 2)  # (N, HW, C)
+            a = torch.softmax(self.q(t) @ self.k(t).transpose(1, 2), -1)
+            return self.head((a @ t).mean(1))
+
+    class Untraceable(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(16, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            if x.sum() > 0:  # data-dependent control flow
+                x = x * 2
+            return self.fc(x.flatten(1))
+
+    x = torch.rand(2, 4, 2, 2)
+    for method in ("lrp-alpha-beta", "deep-taylor"):
+        with pytest.raises(ValueError, match=r"^model: LRP cannot propagate relevance through the function matmul"):
+            provex.explain(Attention().eval(), x, method)
+        with pytest.raises(ValueError, match=r"^model: LRP needs a model torch.fx can trace"):
+            provex.explain(Untraceable().eval(), x, method)

@@ -1,9 +1,50 @@
-"""Importing this module registers every method family with :mod:`provex.registry`.
+"""Find and import every module that registers a method, without a hand-kept import list.
 
-Each family adds one import line here; the registry imports this module on first use.
+A method family registers its methods with ``@register_method(...)`` in its own module
+(``provex.rde.methods`` registers the four RDE methods, ``provex.baselines.lrp`` the LRP
+ones, ...). :func:`load` scans the source files of the ``provex`` package for that decorator
+and imports the modules that use it, once. The apps (``cli``, ``benchmarks``, ``runs``,
+``report``) are never scanned: the library does not import them.
 """
 
-from provex import shapley  # noqa: F401
-from provex.baselines import gradient, guided_backprop, lrp, perturbation, smoothgrad  # noqa: F401
-from provex.rde import methods as rde_methods  # noqa: F401
-from provex.stats import xrt  # noqa: F401
+from __future__ import annotations
+
+import importlib
+import re
+from pathlib import Path
+
+__all__ = ["load", "registering_modules"]
+
+_DECORATOR = re.compile(r"^@(?:[A-Za-z_][\w.]*\.)?register_method\(", re.MULTILINE)
+_SKIP = {"cli", "benchmarks", "runs", "report"}
+_loaded = False
+
+
+def registering_modules() -> list[str]:
+    """Dotted names of the provex modules that contain ``@register_method(`` at top level."""
+    root = Path(__file__).resolve().parent
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        rel = path.relative_to(root)
+        if rel.parts[0] in _SKIP or path.name in ("registry.py", "_families.py"):
+            continue
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError:
+            continue
+        if _DECORATOR.search(text):
+            parts = ("provex", *rel.with_suffix("").parts)
+            if parts[-1] == "__init__":
+                parts = parts[:-1]
+            found.append(".".join(parts))
+    return found
+
+
+def load() -> None:
+    """Import every registering module (first call only)."""
+    global _loaded
+    if _loaded:
+        return
+    for name in registering_modules():
+        importlib.import_module(name)
+    _loaded = True

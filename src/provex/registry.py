@@ -1,10 +1,35 @@
 """One entry point for every explanation method: ``explain(model, x, method, ...)``.
 
-Method families register an implementation with :func:`register_method`. An implementation
-is called as ``fn(model, x, target, **options)`` with ``x`` already checked (finite, floating,
-(N, C, H, W), on the requested device) and ``target`` resolved to an (N,) long tensor; it
-returns an :class:`~provex.explanation.Explanation`. The registry adds the prediction, the
-wall time and the options used to ``info``.
+A method registers itself in its own module with :func:`register_method`; the registry finds
+every such module on first use (see :mod:`provex._families`), so adding a method is a
+one-file change. An implementation is called as ``fn(model, x, target, **options)`` and
+returns an :class:`~provex.explanation.Explanation`. Before the call the registry
+
+* refuses unknown options (and maps a deprecated option name to its new one, with a
+  ``FutureWarning``);
+* checks ``x`` (finite, floating, (N, C, H, W)), moves it to the model's device and casts it
+  to the model's floating dtype (a float64 or half input for a float32 model just works);
+  a value that overflows that dtype is refused with an error naming ``x``;
+* switches autograd on locally (``torch.enable_grad()`` outside any ``inference_mode``), so
+  gradient methods work inside ``torch.no_grad()`` and ``torch.inference_mode()`` (an input
+  made in inference mode is cloned);
+* resolves ``target`` to an (N,) long tensor from one no-grad prediction pass, unless the
+  method was registered with ``resolves_target=True``: such a method (one forward pass is
+  all it needs, e.g. a gradient) receives ``target`` as ``None`` or an (N,) long tensor,
+  resolves it on its *own* forward output with :func:`provex.checks.resolve_target` and sets
+  ``exp.prediction``, so the call costs one pass instead of two.
+
+After the call it records the cost keys every method has (see ``notes/conventions.md``):
+
+* ``info["model_calls"]``: inputs passed through the model, counted by a forward pre-hook on
+  ``model`` for the duration of the call (a forward, or a forward+backward, of one image
+  counts 1; the prediction pass counts too). Passes through a *converted copy* of the model
+  (an ADF twin, a rewritten graph for LRP) do not reach that hook: the method reports them
+  as ``info["model_calls_converted"]`` (an int) and the registry adds them in.
+* ``info["seconds"]``: wall time of the whole ``explain`` call.
+* ``info["options"]``: every option with the value used.
+
+The relevance (and any extra ``maps``) come back in the dtype the model saw.
 """
 
 from __future__ import annotations
@@ -12,29 +37,43 @@ from __future__ import annotations
 import inspect
 import time
 import warnings
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
-from provex.checks import check_images, resolve_target
+from provex.checks import check_images, check_logits, resolve_target
 from provex.explanation import Explanation
 
-__all__ = ["MethodSpec", "explain", "get_method", "methods", "register_method"]
+__all__ = ["CHEAP_VOCABULARY", "MethodSpec", "explain", "get_method", "methods", "model_dtype", "register_method"]
 
 MethodFn = Callable[..., Explanation]
+
+CHEAP_VOCABULARY: dict[str, Any] = {"max_iter": 3, "n_samples": 8, "progress": False}
+"""Options of the shared vocabulary that make any method's call cheap (used where a method
+registered no ``cheap_options`` of its own): few iterations, few draws, no progress bar."""
 
 
 @dataclass(frozen=True)
 class MethodSpec:
-    """A registered method: its implementation, family and one-line description."""
+    """A registered method: implementation, family, description and registration flags.
+
+    ``cheap_options``: options that keep one call fast on a small image (same code path, small
+    budgets); the contract tests and smoke runs use them. ``resolves_target``: the method
+    resolves ``target`` on its own forward pass (see the module docstring). ``deprecated``:
+    old option name -> new name, accepted with a ``FutureWarning`` for one release.
+    """
 
     name: str
     fn: MethodFn
     family: str
     description: str
+    resolves_target: bool = False
+    deprecated: Mapping[str, str] = field(default_factory=dict)
+    explicit_cheap_options: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def options(self) -> dict[str, Any]:
@@ -46,15 +85,72 @@ class MethodSpec:
             if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
         }
 
+    @property
+    def cheap_options(self) -> dict[str, Any]:
+        """Small-budget options: the shared vocabulary's cheap values, then the method's own."""
+        valid = self.options
+        out = {k: v for k, v in CHEAP_VOCABULARY.items() if k in valid}
+        out.update(self.explicit_cheap_options)
+        return out
+
+    def translate(self, options: Mapping[str, Any]) -> dict[str, Any]:
+        """Options with deprecated names renamed (warning once per call); unknown names refused."""
+        out = dict(options)
+        for old, new in self.deprecated.items():
+            if old in out:
+                if new in out:
+                    raise ValueError(f"{old} is the deprecated name of {new}; pass only {new}")
+                warnings.warn(
+                    f"option {old!r} of {self.name!r} is deprecated and will be removed in the next release; "
+                    f"use {new!r}",
+                    FutureWarning,
+                    stacklevel=3,
+                )
+                out[new] = out.pop(old)
+        valid = self.options
+        unknown = sorted(set(out) - set(valid))
+        if unknown:
+            raise ValueError(
+                f"unknown option(s) {unknown} for method {self.name!r}; valid options: {sorted(valid) or 'none'}"
+            )
+        return out
+
 
 _REGISTRY: dict[str, MethodSpec] = {}
 
 
-def register_method(name: str, *, family: str, description: str) -> Callable[[MethodFn], MethodFn]:
-    """Decorator that makes ``fn(model, x, target, **options)`` available to :func:`explain`."""
+def register_method(
+    name: str,
+    *,
+    family: str,
+    description: str,
+    cheap_options: Mapping[str, Any] | None = None,
+    resolves_target: bool = False,
+    deprecated: Mapping[str, str] | None = None,
+) -> Callable[[MethodFn], MethodFn]:
+    """Decorator that makes ``fn(model, x, target, **options)`` available to :func:`explain`.
+
+    ``cheap_options``: small budgets for tests and smoke runs (merged over
+    :data:`CHEAP_VOCABULARY`). ``resolves_target``: ``fn`` gets ``target`` unresolved (``None``
+    or (N,) long) and resolves it on its own forward output. ``deprecated``: ``{old: new}``
+    option names still accepted for one release.
+    """
 
     def deco(fn: MethodFn) -> MethodFn:
-        _REGISTRY[name] = MethodSpec(name=name, fn=fn, family=family, description=description)
+        spec = MethodSpec(
+            name=name,
+            fn=fn,
+            family=family,
+            description=description,
+            resolves_target=resolves_target,
+            deprecated=dict(deprecated or {}),
+            explicit_cheap_options=dict(cheap_options or {}),
+        )
+        unknown = sorted(set(spec.explicit_cheap_options) - set(spec.options))
+        bad_alias = sorted(v for v in spec.deprecated.values() if v not in spec.options)
+        if unknown or bad_alias:
+            raise ValueError(f"register_method({name!r}): options {unknown or bad_alias} are not options of {fn}")
+        _REGISTRY[name] = spec
         return fn
 
     return deco
@@ -62,7 +158,9 @@ def register_method(name: str, *, family: str, description: str) -> Callable[[Me
 
 def _load_families() -> None:
     """Import the modules that register methods (done lazily to keep ``import provex`` light)."""
-    from provex import _families  # noqa: F401
+    from provex import _families
+
+    _families.load()
 
 
 def methods(details: bool = False) -> list[str] | list[MethodSpec]:
@@ -80,6 +178,94 @@ def get_method(name: str) -> MethodSpec:
     return _REGISTRY[name]
 
 
+# ----- the call -----
+
+
+def model_dtype(model: nn.Module, default: torch.dtype = torch.float32) -> torch.dtype:
+    """The floating dtype of the model's first floating parameter (or buffer); ``default`` if none."""
+    for t in (*model.parameters(), *model.buffers()):
+        if t.is_floating_point():
+            return t.dtype
+    return default
+
+
+def _model_device(model: nn.Module, fallback: torch.device) -> torch.device:
+    for t in (*model.parameters(), *model.buffers()):
+        return t.device
+    return fallback
+
+
+@contextmanager
+def _count_inputs(model: nn.Module) -> Iterator[list[int]]:
+    """Count the inputs (first dimension of the first tensor argument) of every ``model`` call."""
+    count = [0]
+
+    def hook(_module: nn.Module, args: tuple, kwargs: dict) -> None:
+        for a in (*args, *kwargs.values()):
+            if isinstance(a, torch.Tensor):
+                count[0] += int(a.shape[0]) if a.ndim else 1
+                return
+
+    handle = model.register_forward_pre_hook(hook, with_kwargs=True)
+    try:
+        yield count
+    finally:
+        handle.remove()
+
+
+def _prepare_x(x: torch.Tensor, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """``x`` on the model's device in the model's dtype; out-of-range values are refused."""
+    if x.is_inference():
+        with torch.inference_mode(False):
+            x = x.clone()
+    if x.dtype != dtype:
+        cast = x.to(dtype)
+        if not bool(torch.isfinite(cast).all()):
+            limit = torch.finfo(dtype).max
+            raise ValueError(
+                f"x has values beyond the range of the model's dtype {dtype} (|x| <= {limit:g}); "
+                "rescale x or run the model in a wider dtype"
+            )
+        x = cast
+    return x.to(device)
+
+
+def _target_shape(target: int | torch.Tensor | None, n: int, device: torch.device) -> torch.Tensor | None:
+    """``target`` as ``None`` or an (N,) long tensor (range is checked later on the logits)."""
+    if target is None:
+        return None
+    t = torch.as_tensor(target)
+    if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
+        raise ValueError(f"target must be an integer class index or an integer tensor, got dtype {t.dtype}")
+    t = t.to(device=device, dtype=torch.long)
+    if t.ndim == 0:
+        t = t.expand(n).clone()
+    if t.shape != (n,):
+        raise ValueError(f"target must be an int or have shape ({n},), got {tuple(t.shape)}")
+    return t
+
+
+def _predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return check_logits(model(x), x.shape[0])
+
+
+def _explain_error(err: RuntimeError, model: nn.Module, method: str, dtype: torch.dtype, device: torch.device) -> None:
+    """Turn the torch errors of the audited cases into one-line errors naming the argument."""
+    msg = str(err)
+    if "Inference tensor" in msg or "inference tensor" in msg:
+        raise ValueError(
+            f"model: its parameters were created inside torch.inference_mode(), so {method!r} cannot take "
+            "gradients through it; create or load the model outside inference_mode"
+        ) from err
+    if dtype in (torch.float16, torch.bfloat16):
+        first = msg.strip().splitlines()[0] if msg.strip() else type(err).__name__
+        raise ValueError(
+            f"model: {method!r} failed with the model in {dtype} on {device.type} ({first}); "
+            "run it in float32 (model.float())"
+        ) from err
+
+
 def explain(
     model: nn.Module,
     x: torch.Tensor,
@@ -92,34 +278,43 @@ def explain(
 
     ``target`` is the class to explain per image (int or (N,) tensor); ``None`` means the
     predicted class. ``device`` moves the model (in place, as ``nn.Module.to`` does) and ``x``
-    there first. Other keyword ``options`` go to the method; ``provex.methods(details=True)``
-    lists each method's options and defaults.
+    there first. ``x`` is cast to the model's floating dtype. Other keyword ``options`` go to
+    the method; ``provex.methods(details=True)`` lists each method's options and defaults.
+    Works inside ``torch.no_grad()`` and ``torch.inference_mode()``.
     """
+    start = time.perf_counter()
     spec = get_method(method)
-    valid = spec.options
-    unknown = sorted(set(options) - set(valid))
-    if unknown:
-        raise ValueError(f"unknown option(s) {unknown} for method {method!r}; valid options: {sorted(valid) or 'none'}")
+    options = spec.translate(options)
     if not isinstance(model, nn.Module):
         raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     x = check_images(x)
     if device is not None:
         model.to(device)
-        x = x.to(device)
-    else:
-        param = next(model.parameters(), None)
-        if param is not None and param.device != x.device:
-            x = x.to(param.device)
+    dev = torch.device(device) if device is not None else _model_device(model, x.device)
+    dtype = model_dtype(model, default=x.dtype)
     if model.training:
         warnings.warn("model is in training mode; call model.eval() for reproducible explanations", stacklevel=2)
-    with torch.no_grad():
-        logits = model(x)
-    if logits.ndim != 2 or logits.shape[0] != x.shape[0]:
-        raise ValueError(f"model must map (N, C, H, W) to (N, classes) logits, got output {tuple(logits.shape)}")
-    tgt = resolve_target(target, logits)
-    start = time.perf_counter()
-    exp = spec.fn(model, x, tgt, **options)
-    exp.info.setdefault("seconds", time.perf_counter() - start)
-    exp.info.setdefault("options", {**valid, **options})
-    exp.prediction = logits.argmax(1)
+    with torch.inference_mode(False), torch.enable_grad(), _count_inputs(model) as calls:
+        x = _prepare_x(x, dtype, dev)
+        try:
+            if spec.resolves_target:
+                exp = spec.fn(model, x, _target_shape(target, x.shape[0], dev), **options)
+                if exp.prediction is None:
+                    exp.prediction = _predict(model, x).argmax(1)
+            else:
+                logits = _predict(model, x)
+                tgt = resolve_target(target, logits)
+                exp = spec.fn(model, x, tgt, **options)
+                exp.prediction = logits.argmax(1)
+        except RuntimeError as err:
+            _explain_error(err, model, method, dtype, dev)
+            raise
+    if exp.relevance.dtype != x.dtype:
+        exp.relevance = exp.relevance.to(x.dtype)
+    if exp.maps:
+        exp.maps = {k: v.to(x.dtype) for k, v in exp.maps.items()}
+    converted = exp.info.get("model_calls_converted", 0)
+    exp.info["model_calls"] = int(calls[0]) + int(converted)
+    exp.info["seconds"] = time.perf_counter() - start
+    exp.info.setdefault("options", {**spec.options, **options})
     return exp

@@ -1,4 +1,4 @@
-"""Small helpers shared by the captum and zennit adapters: option checks and seeded RNG scopes."""
+"""The seeded RNG scope shared by the captum adapters (option checks live in :mod:`provex.checks`)."""
 
 from __future__ import annotations
 
@@ -7,24 +7,9 @@ from collections.abc import Iterator
 
 import torch
 
-__all__ = ["check_positive_float", "check_positive_int", "seeded"]
+from provex.checks import check_int
 
-
-def check_positive_int(value: object, name: str) -> int:
-    """``value`` must be an integer >= 1 (bools rejected); the error names ``name``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return value
-
-
-def check_positive_float(value: object, name: str, allow_zero: bool = False) -> float:
-    """``value`` must be a finite real number > 0 (>= 0 with ``allow_zero``)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{name} must be a number, got {value!r}")
-    v = float(value)
-    if not (v >= 0 if allow_zero else v > 0) or v != v or v == float("inf"):
-        raise ValueError(f"{name} must be {'>= 0' if allow_zero else '> 0'} and finite, got {value!r}")
-    return v
+__all__ = ["seeded"]
 
 
 @contextlib.contextmanager
@@ -34,8 +19,7 @@ def seeded(seed: int, device: torch.device) -> Iterator[None]:
     captum draws its noise and coalitions from the global generator; this makes those draws
     reproducible without disturbing the user's random stream.
     """
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    check_int(seed, "seed", low=0)
     devices = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)

@@ -5,8 +5,9 @@ value (0.0 by default: MNIST's black background), run the model on the perturbed
 fit a weighted linear model of the target logit on the on/off pattern. Each pixel gets its
 feature's coefficient. Features:
 
-* ``features="grid"`` (default): ``block`` x ``block`` squares, channels tied. 2 x 2 on MNIST
-  gives 196 features, fine enough for the pixel-level ordering test.
+* ``features="grid"`` (default): ``grid`` x ``grid`` pixel squares, channels tied (``grid`` is
+  the component side in pixels, as in every provex method; ``block`` is its deprecated name).
+  2 x 2 on MNIST gives 196 features, fine enough for the pixel-level ordering test.
 * ``features="superpixels"``: SLIC segments of each image (``n_segments``; needs
   scikit-image). LIME's own image default (quickshift with kernel 4, max_dist 200) yields only
   one or two segments on 28 x 28 MNIST digits, which is why we do not use it.
@@ -23,13 +24,16 @@ Budgets (forward passes per image, batched ``batch_size`` at a time):
   the on/off vector and all-on (kernel width w = 0.25), and a ridge regression (alpha = 1,
   ``ridge=0`` gives ordinary least squares).
 
-Both draw from the global RNG inside a forked scope seeded with ``seed``; images are
-explained one at a time (a separate regression per image) with a tqdm bar.
+Images are explained one at a time (a separate regression per image, with a tqdm bar unless
+``progress=False``); each draws from the global RNG inside a forked scope seeded with its own
+seed (``seed``: an int gives every image that seed, a sequence gives image ``i`` ``seed[i]``),
+so an image's map is the same alone and in any batch, and the caller's RNG is untouched.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -37,31 +41,34 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from provex.baselines._common import check_positive_float, check_positive_int, seeded
+from provex.baselines._common import seeded
+from provex.checks import check_choice, check_float, check_int, check_optional
 from provex.explanation import Explanation
 from provex.registry import register_method
+from provex.seeding import image_seeds
 
 __all__ = ["feature_masks", "kernel_shap", "lime", "lime_kernel"]
 
 FEATURES = ("grid", "superpixels")
 
 
-def feature_masks(x: torch.Tensor, features: str = "grid", block: int = 2, n_segments: int = 50) -> torch.Tensor:
+def feature_masks(x: torch.Tensor, features: str = "grid", grid: int = 2, n_segments: int = 50) -> torch.Tensor:
     """(N, C, H, W) integer feature ids 0..M-1 per image (channels tied).
 
-    ``grid``: ``block`` x ``block`` squares (the last row/column may be narrower when ``block``
-    does not divide the image). ``superpixels``: SLIC segments of each image.
+    ``grid``: ``grid`` x ``grid`` pixel squares (the last row/column may be narrower when
+    ``grid`` does not divide the image). ``superpixels``: SLIC segments of each image.
     """
     n, c, h, w = x.shape
+    check_choice(features, "features", FEATURES)
     if features == "grid":
-        check_positive_int(block, "block")
-        if block > min(h, w):
-            raise ValueError(f"block={block} is larger than the image ({h} x {w})")
-        cols = math.ceil(w / block)
-        ids = (torch.arange(h)[:, None] // block) * cols + torch.arange(w)[None, :] // block
+        check_int(grid, "grid")
+        if grid > min(h, w):
+            raise ValueError(f"grid={grid} is larger than the image ({h} x {w})")
+        cols = math.ceil(w / grid)
+        ids = (torch.arange(h)[:, None] // grid) * cols + torch.arange(w)[None, :] // grid
         return ids.to(x.device).expand(n, c, h, w).clone()
     if features == "superpixels":
-        check_positive_int(n_segments, "n_segments")
+        check_int(n_segments, "n_segments")
         try:
             from skimage.segmentation import slic
         except ImportError as err:  # pragma: no cover - depends on the environment
@@ -75,7 +82,7 @@ def feature_masks(x: torch.Tensor, features: str = "grid", block: int = 2, n_seg
             _, seg = np.unique(seg, return_inverse=True)  # contiguous ids 0..M-1
             out[i] = torch.from_numpy(seg.reshape(h, w)).expand(c, h, w)
         return out.to(x.device)
-    raise ValueError(f"features must be one of {FEATURES}, got {features!r}")
+    raise AssertionError(features)  # unreachable: check_choice above
 
 
 def lime_kernel(width: float) -> Any:
@@ -98,16 +105,19 @@ def _explain_each(
     baseline: float,
     n_samples: int | None,
     batch_size: int,
-    seed: int,
+    seed: int | Sequence[int] | None,
+    progress: bool,
     desc: str,
-) -> tuple[torch.Tensor, list[int]]:
+) -> tuple[torch.Tensor, list[int], list[int]]:
+    """Each image on its own, with its own seed: (relevance, budgets, seeds)."""
     rel = torch.empty_like(x)
     sizes = []
-    with seeded(seed, x.device):
-        for i in tqdm(range(x.shape[0]), desc=desc, disable=x.shape[0] < 2, leave=False):
-            m = int(masks[i].max()) + 1
-            budget = n_samples if n_samples is not None else 2 * m + 2048
-            sizes.append(budget)
+    seeds = image_seeds(seed, x.shape[0])
+    for i in tqdm(range(x.shape[0]), desc=desc, disable=not progress, leave=False):
+        m = int(masks[i].max()) + 1
+        budget = n_samples if n_samples is not None else 2 * m + 2048
+        sizes.append(budget)
+        with seeded(seeds[i], x.device):
             rel[i] = explainer.attribute(
                 x[i : i + 1],
                 baselines=baseline,
@@ -116,48 +126,56 @@ def _explain_each(
                 n_samples=budget,
                 perturbations_per_eval=min(batch_size, budget),
             )[0].detach()
-    return rel, sizes
+    return rel, sizes, seeds
 
 
 def _common_checks(n_samples: int | None, batch_size: int, baseline: float) -> None:
-    if n_samples is not None:
-        check_positive_int(n_samples, "n_samples")
-    check_positive_int(batch_size, "batch_size")
-    if isinstance(baseline, bool) or not isinstance(baseline, (int, float)) or not math.isfinite(baseline):
-        raise ValueError(f"baseline must be a finite number, got {baseline!r}")
+    check_optional(check_int, n_samples, "n_samples")
+    check_int(batch_size, "batch_size")
+    check_float(baseline, "baseline")
+
+
+def _info(budgets: list[int], masks: torch.Tensor, seeds: list[int]) -> dict[str, Any]:
+    return {
+        "per_image": {
+            "n_samples": torch.tensor(budgets),
+            "n_features": torch.tensor([int(m.max()) + 1 for m in masks]),
+        },
+        "seeds": seeds,
+    }
 
 
 @register_method(
     "kernel-shap",
     family="classic attribution",
     description="KernelSHAP Shapley values of pixel blocks or superpixels (Lundberg and Lee 2017; captum)",
+    cheap_options={"n_samples": 16},
+    deprecated={"block": "grid"},
 )
 def kernel_shap(
     model: nn.Module,
     x: torch.Tensor,
     target: torch.Tensor,
     features: str = "grid",
-    block: int = 2,
+    grid: int = 2,
     n_segments: int = 50,
     n_samples: int | None = None,
     baseline: float = 0.0,
     batch_size: int = 512,
-    seed: int = 0,
+    seed: int | Sequence[int] | None = 0,
+    progress: bool = True,
 ) -> Explanation:
     """KernelSHAP map; ``n_samples=None`` uses the shap package's 2 M + 2048 budget."""
     _common_checks(n_samples, batch_size, baseline)
-    masks = feature_masks(x, features, block, n_segments)
+    masks = feature_masks(x, features, grid, n_segments)
     from captum.attr import KernelShap  # imported on use: keeps `import provex` light
 
     with torch.no_grad():
-        rel, budgets = _explain_each(
-            KernelShap(model), x, target, masks, float(baseline), n_samples, batch_size, seed, "kernel-shap"
+        rel, budgets, seeds = _explain_each(
+            KernelShap(model), x, target, masks, float(baseline), n_samples, batch_size, seed, progress, "kernel-shap"
         )
     return Explanation(
-        relevance=rel,
-        method="kernel-shap",
-        target=target.detach().clone(),
-        info={"model_passes": budgets, "n_features": [int(m.max()) + 1 for m in masks]},
+        relevance=rel, method="kernel-shap", target=target.detach().clone(), info=_info(budgets, masks, seeds)
     )
 
 
@@ -165,36 +183,36 @@ def kernel_shap(
     "lime",
     family="classic attribution",
     description="LIME: weighted ridge fit on pixel blocks or superpixels switched off (Ribeiro et al. 2016; captum)",
+    cheap_options={"n_samples": 16},
+    deprecated={"block": "grid"},
 )
 def lime(
     model: nn.Module,
     x: torch.Tensor,
     target: torch.Tensor,
     features: str = "grid",
-    block: int = 2,
+    grid: int = 2,
     n_segments: int = 50,
     n_samples: int = 1000,
     kernel_width: float = 0.25,
     ridge: float = 1.0,
     baseline: float = 0.0,
     batch_size: int = 512,
-    seed: int = 0,
+    seed: int | Sequence[int] | None = 0,
+    progress: bool = True,
 ) -> Explanation:
     """LIME map with the lime package's image settings (see the module docstring)."""
     _common_checks(n_samples, batch_size, baseline)
-    check_positive_float(kernel_width, "kernel_width")
-    check_positive_float(ridge, "ridge", allow_zero=True)
-    masks = feature_masks(x, features, block, n_segments)
+    check_float(kernel_width, "kernel_width", low=0, low_open=True)
+    check_float(ridge, "ridge", low=0)
+    masks = feature_masks(x, features, grid, n_segments)
     from captum._utils.models.linear_model import SkLearnLinearRegression, SkLearnRidge
     from captum.attr import Lime
 
     surrogate = SkLearnRidge(alpha=float(ridge)) if ridge > 0 else SkLearnLinearRegression()
     explainer = Lime(model, interpretable_model=surrogate, similarity_func=lime_kernel(kernel_width))
     with torch.no_grad():
-        rel, budgets = _explain_each(explainer, x, target, masks, float(baseline), n_samples, batch_size, seed, "lime")
-    return Explanation(
-        relevance=rel,
-        method="lime",
-        target=target.detach().clone(),
-        info={"model_passes": budgets, "n_features": [int(m.max()) + 1 for m in masks]},
-    )
+        rel, budgets, seeds = _explain_each(
+            explainer, x, target, masks, float(baseline), n_samples, batch_size, seed, progress, "lime"
+        )
+    return Explanation(relevance=rel, method="lime", target=target.detach().clone(), info=_info(budgets, masks, seeds))
