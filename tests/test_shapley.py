@@ -284,18 +284,20 @@ def test_inputs_are_not_modified_and_batches_agree(tiny_model: nn.Module) -> Non
     x0, bg0 = x.clone(), bg.clone()
     exp = HShap(tiny_model, bg, min_size=1, batch_size=7, radii=(0, 1), angles=(0, 90)).explain(x, 2)
     assert torch.equal(x, x0) and torch.equal(bg, bg0)
-    exp2 = provex.explain(tiny_model, x, "h-shap", target=2, background=bg, min_size=1, radii=(0, 1), angles=(0, 90))
+    exp2 = provex.explain(tiny_model, x, "h-shap", target=2, reference=bg, grid=1, radii=(0, 1), angles=(0, 90))
     assert torch.equal(x, x0) and torch.equal(bg, bg0)
-    torch.testing.assert_close(exp.relevance, exp2.relevance, rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(exp.relevance, exp2.relevance, rtol=1e-6, atol=1e-7)  # float32 map from explain
+    with pytest.warns(FutureWarning, match="'min_size' of 'h-shap' is deprecated"):
+        old = provex.explain(tiny_model, x, "h-shap", target=2, background=bg, min_size=1, radii=(0, 1), angles=(0, 90))
+    assert torch.equal(old.relevance, exp2.relevance)
     for i in range(3):
         one = HShap(tiny_model, bg, min_size=1, batch_size=1000, radii=(0, 1), angles=(0, 90))
         single = one.explain(x[i : i + 1], 2)
         torch.testing.assert_close(single.relevance[0], exp.relevance[i], rtol=1e-9, atol=1e-12)
-        assert single.info["model_evaluations_per_image"][0] == exp.info["model_evaluations_per_image"][i]
-    assert (
-        exp.relevance.shape == x.shape
-        and exp.info["model_evaluations"] == sum(exp.info["model_evaluations_per_image"]) + 1
-    )
+        assert single.info["per_image"]["model_calls"][0] == exp.info["per_image"]["model_calls"][i]
+    # every input through the model: each image's coalitions and itself, plus the shared background
+    assert exp.relevance.shape == x.shape
+    assert exp2.info["model_calls"] == int(exp.info["per_image"]["model_calls"].sum()) + 1
 
 
 def test_nothing_survives_gives_zero_map_and_says_so(tiny_model: nn.Module) -> None:
@@ -320,7 +322,9 @@ def test_bad_input_names_the_argument(tiny_model: nn.Module) -> None:
     with pytest.raises(ValueError, match="target out of range"):
         HShap(tiny_model, bg, min_size=2).explain(x, 3)
     with pytest.raises(ValueError, match="target out of range"):
-        provex.explain(tiny_model, x, "h-shap", target=5, background=bg)
+        provex.explain(tiny_model, x, "h-shap", target=5, reference=bg)
+    with pytest.raises(ValueError, match="grid=7 is larger than the image"):
+        provex.explain(tiny_model, x, "h-shap", grid=7, reference=bg)
     with pytest.raises(ValueError, match="relative threshold is a quantile"):
         HShap(tiny_model, bg, min_size=2, threshold=70, threshold_mode="relative")
     with pytest.raises(ValueError, match="threshold_mode"):
@@ -329,8 +333,23 @@ def test_bad_input_names_the_argument(tiny_model: nn.Module) -> None:
         HShap(tiny_model, bg, min_size=2, score="prob")
     with pytest.raises(ValueError, match="radii"):
         HShap(tiny_model, bg, min_size=2, radii=(-1,))
-    with pytest.raises(ValueError, match="background: h-shap needs a background"):
-        provex.explain(tiny_model, x, "h-shap")
+    with pytest.raises(ValueError, match="reference: a background tensor must have shape"):
+        provex.explain(tiny_model, x, "h-shap", reference=torch.zeros(1, 5, 5))
+
+
+def test_without_a_reference_each_image_uses_its_own_channel_means(tiny_model: nn.Module) -> None:
+    """No card, no reference: the background of image i is image i's per-channel mean (a warning
+    names the fix), so the map equals HShap with that background and does not depend on batch-mates."""
+    from provex.reference import ReferenceWarning
+
+    x = torch.rand(3, 1, 6, 6, dtype=torch.float64)
+    with pytest.warns(ReferenceWarning, match="Reference.fit"):
+        exp = provex.explain(tiny_model, x, "h-shap", grid=2, target=1)
+    assert exp.info["reference"]["per_image"] is True
+    for i in range(3):
+        bg = x[i].mean((1, 2), keepdim=True).expand(1, 6, 6)
+        want = HShap(tiny_model, bg, min_size=2).explain(x[i : i + 1], 1).relevance
+        torch.testing.assert_close(exp.relevance[i : i + 1], want, rtol=1e-12, atol=1e-12)
 
 
 def test_channels_share_the_cell_score() -> None:

@@ -76,7 +76,7 @@ def test_hshap_on_crosses_finds_the_cross(tmp_path: Path) -> None:
     box = torch.nn.functional.max_pool2d(d.masks[:, :1].float(), 9, stride=1, padding=4) > 0
     kept = exp.relevance[:, :1] > 0
     assert bool(kept.any((1, 2, 3)).all()) and not bool((kept & ~box).any())
-    evals = exp.info["model_evaluations_per_image"]
+    evals = exp.info["per_image"]["model_calls"].tolist()
     assert all(e < 200 for e in evals)  # far fewer than the 2**750 coalitions of 4 x 4 cells
 
 
@@ -90,9 +90,9 @@ def test_cli_explain_crosses_with_hshap(tmp_path: Path, capsys: pytest.CaptureFi
     assert code == 0
     assert (tmp_path / "crosses-cnn-h-shap.pt").is_file() and (tmp_path / "crosses-cnn-h-shap.png").is_file()
     exp = provex.Explanation.load(tmp_path / "crosses-cnn-h-shap.pt")
-    assert exp.relevance.shape == (2, 3, 100, 120) and exp.info["model_evaluations"] > 0
-    assert cli_main(["explain", "--model", "crosses-cnn", "--method", "h-shap", "-O", "min_size=500"]) == 2
-    assert "min_size=500 is larger than the image" in capsys.readouterr().err
+    assert exp.relevance.shape == (2, 3, 100, 120) and exp.info["model_calls"] > 0
+    assert cli_main(["explain", "--model", "crosses-cnn", "--method", "h-shap", "-O", "grid=500"]) == 2
+    assert "grid=500 is larger than the image" in capsys.readouterr().err
 
 
 def test_crosses_training_is_reproducible_with_a_seed(tmp_path: Path) -> None:

@@ -139,12 +139,68 @@ def test_binary_f_expected_p_value_closed_form_and_bound() -> None:
 
 def test_shap_xrt_region_method_on_mnist(mnist_model: torch.nn.Module, mnist_samples) -> None:
     x, _ = mnist_samples
-    exp = provex.explain(mnist_model, x[:1], "shap-xrt", grid=2, K=30)
+    exp = provex.explain(mnist_model, x[:1], "shap-xrt", grid=14, K=30, progress=False)
     assert exp.relevance.shape == (1, 1, 28, 28)
     p = exp.info["p_values"]
     assert p.shape == (1, 4) and bool(((p > 0) & (p <= 1)).all())
     # the value function is shared: Shapley values of the 4 regions sum to v(all) - v(empty)
     assert math.isfinite(float(exp.info["shapley"].sum()))
+    assert exp.info["reference"]["source"].startswith("model card")
+    # default grid: the four quadrants (the same regions as grid=14 on 28 x 28)
+    auto = provex.explain(mnist_model, x[:1], "shap-xrt", K=30, progress=False)
+    assert torch.equal(auto.info["regions"], exp.info["regions"]) and torch.equal(auto.relevance, exp.relevance)
+    # 16 subsets x K draws, plus the registry's prediction pass
+    assert exp.info["model_calls"] == 16 * 30 + 1
+
+
+def test_shap_xrt_images_have_their_own_streams_and_reference() -> None:
+    """An image gets the same draws alone and in a batch; the fill is the reference's Gaussian."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 4, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(2),
+        torch.nn.Flatten(),
+        torch.nn.Linear(16, 3),
+    ).eval()
+    x = torch.rand(3, 1, 8, 8)
+    ref = provex.Reference(torch.full((1, 8, 8), 0.1), torch.full((1, 8, 8), 0.05))
+    kw = {"K": 12, "reference": ref, "progress": False, "seed": 5}
+    batch = provex.explain(model, x, "shap-xrt", **kw)
+    alone = provex.explain(model, x[2:3], "shap-xrt", **kw)
+    assert torch.equal(alone.relevance[0], batch.relevance[2])
+    assert torch.equal(alone.info["p_values"][0], batch.info["p_values"][2])
+    assert batch.info["reference"]["digest"] == ref.digest()
+    seq = provex.explain(model, x[:2], "shap-xrt", **{**kw, "seed": [5, 9]})
+    assert torch.equal(seq.relevance[0], batch.relevance[0]) and not torch.equal(seq.relevance[1], batch.relevance[1])
+    with pytest.warns(FutureWarning, match="'M' of 'shap-xrt' is deprecated"):
+        old = provex.explain(model, x[2:3], "shap-xrt", M=1, **kw)
+    assert torch.equal(old.relevance, alone.relevance)
+    with pytest.raises(ValueError, match=r"grid=2 gives 16 regions.*region side in pixels"):
+        provex.explain(model, x[:1], "shap-xrt", grid=2)
+
+
+def test_shap_xrt_shapley_values_match_enumeration() -> None:
+    """ValueFunction.shapley_values (via provex.shapley) equals the definition by enumeration."""
+    import itertools
+
+    s = GaussianSampler(torch.zeros(4), torch.eye(4))
+    x = torch.tensor([1.0, -0.5, 2.0, 0.3], dtype=torch.float64)
+    from provex.stats.xrt import ValueFunction
+
+    vf = ValueFunction(
+        lambda t: t[:, 0] * t[:, 1] + t[:, 2].sin() + t[:, 3], s, x, 50, 4, torch.Generator().manual_seed(0)
+    )
+    phi = vf.shapley_values()
+    for j in range(4):
+        others = [i for i in range(4) if i != j]
+        want = sum(
+            (vf([*c, j]) - vf(list(c))) / (4 * math.comb(3, r))
+            for r in range(4)
+            for c in itertools.combinations(others, r)
+        )
+        assert math.isclose(float(phi[j]), want, rel_tol=1e-12, abs_tol=1e-12)
+    assert math.isclose(float(phi.sum()), vf([0, 1, 2, 3]) - vf([]), rel_tol=1e-12)
 
 
 def test_shap_xrt_bad_input() -> None:

@@ -18,9 +18,16 @@ values of the cell game at a cost linear in the number of important cells. Cycle
     >>> import provex
     >>> model = provex.models.load("crosses-cnn")
     >>> x, y = provex.data.samples("crosses")
-    >>> exp = provex.explain(model, x[:4], "h-shap", min_size=4)   # background: the card's data mean
+    >>> exp = provex.explain(model, x[:4], "h-shap", grid=4)   # background: the card's data mean
     >>> exp = provex.explain(model, x[:4], "h-shap", threshold_mode="relative", threshold=0.7)
-    >>> exp.info["model_evaluations_per_image"]
+    >>> exp.info["per_image"]["model_calls"]
+
+The registered method's ``grid`` is the finest cell side in pixels (``HShap``'s ``min_size``;
+``min_size`` is its deprecated option name). The background comes from ``reference=`` (a
+:class:`provex.Reference`: its ``background`` image): the one given, else the model card's
+training mean, else each image's own per-channel mean (with a warning naming the fix). A
+tensor or a number (a constant image) is still accepted through the deprecated
+``background=`` option.
 
 From the shell: ``provex explain --model crosses-cnn --method h-shap -O threshold=0``; the
 benchmark against KernelSHAP, LIME, gradient and SmoothGrad: ``provex benchmark hshap``.
@@ -28,12 +35,17 @@ benchmark against KernelSHAP, LIME, gradient and SmoothGrad: ``provex benchmark 
 
 from __future__ import annotations
 
+import math
+import os
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
+from provex.checks import check_int
 from provex.explanation import Explanation
+from provex.reference import Reference, resolve_reference
 from provex.registry import register_method
 from provex.shapley.exact import coalitions, exact_shapley, shapley_from_table, shapley_weights
 from provex.shapley.hshap import HShap, cell_edges, cycle_shifts
@@ -51,53 +63,67 @@ __all__ = [
 ]
 
 
-def resolve_background(model: nn.Module, x: torch.Tensor, background: torch.Tensor | float | None) -> torch.Tensor:
-    """The (C, H, W) background: a tensor as given, a number as a constant image, ``None`` as the
-    model card's ``data_mean`` (the mean training image, the paper's reference)."""
-    if background is None:
-        card = getattr(model, "card", None)
-        mean = getattr(card, "data_mean", None)
-        if mean is None or tuple(mean.shape) != tuple(x.shape[1:]):
-            got = "no model card data_mean" if mean is None else f"a card data_mean of shape {tuple(mean.shape)}"
+def resolve_background(
+    model: nn.Module,
+    x: torch.Tensor,
+    reference: Reference | str | os.PathLike | torch.Tensor | float | None,
+) -> tuple[torch.Tensor, dict[str, Any]]:
+    """The background image(s) and a description of where they came from.
+
+    A tensor (C, H, W) / (1, C, H, W) is used as is and a number as a constant image;
+    otherwise :func:`provex.reference.resolve_reference` decides (given > model card > each
+    image's own per-channel statistics) and the reference's ``background`` is used: (C, H, W),
+    or (N, C, H, W) for per-image statistics.
+    """
+    if isinstance(reference, bool):
+        raise ValueError("reference must be a provex.Reference, a path, a tensor, a number or None")
+    if isinstance(reference, (int, float)):
+        value = float(reference)
+        if not math.isfinite(value):
+            raise ValueError(f"reference: a constant background must be finite, got {reference!r}")
+        bg = torch.full(x.shape[1:], value, dtype=x.dtype, device=x.device)
+        return bg, {"source": f"constant {value:g}"}
+    if isinstance(reference, torch.Tensor):
+        bg = reference[0] if reference.ndim == 4 and reference.shape[0] == 1 else reference
+        if tuple(bg.shape) != tuple(x.shape[1:]):
             raise ValueError(
-                f"background: h-shap needs a background image of shape {tuple(x.shape[1:])} and the model has {got};"
-                " pass background=<(C, H, W) tensor> or a number (a constant image)"
+                f"reference: a background tensor must have shape {tuple(x.shape[1:])}, got {tuple(bg.shape)}"
             )
-        return mean.to(device=x.device, dtype=x.dtype)
-    if isinstance(background, bool):
-        raise ValueError("background must be a tensor, a number or None")
-    if isinstance(background, (int, float)):
-        return torch.full(x.shape[1:], float(background), dtype=x.dtype, device=x.device)
-    if isinstance(background, torch.Tensor):
-        return background.to(device=x.device)
-    raise ValueError(f"background must be a tensor, a number or None, got {type(background).__name__}")
+        return bg.to(device=x.device, dtype=x.dtype), {"source": "background tensor"}
+    ref = resolve_reference(reference, model, x)
+    return ref.background, ref.describe()
 
 
 @register_method(
     "h-shap",
     family="Shapley games",
-    description="hierarchical Shapley quadtree maps (Teneggi et al. 2022); background = card data mean",
+    description="hierarchical Shapley quadtree maps (Teneggi et al. 2022); background from the reference",
+    resolves_target=True,
+    deprecated={"min_size": "grid", "background": "reference"},
 )
 def h_shap(
     model: nn.Module,
     x: torch.Tensor,
-    target: torch.Tensor,
-    background: torch.Tensor | float | None = None,
-    min_size: int = 4,
+    target: torch.Tensor | None,
+    reference: Reference | str | os.PathLike | torch.Tensor | float | None = None,
+    grid: int = 4,
     threshold: float = 0.0,
     threshold_mode: str = "absolute",
     score: str = "softmax",
     batch_size: int = 256,
     radii: Sequence[int] = (0,),
     angles: Sequence[float] = (0.0,),
-    progress: bool = False,
+    progress: bool = True,
 ) -> Explanation:
     """h-Shap map of each image; see :class:`HShap` for the options (``radii``/``angles``: cycle h-Shap)."""
-    bg = resolve_background(model, x, background)
+    grid = check_int(grid, "grid")
+    if grid > min(x.shape[2], x.shape[3]):
+        raise ValueError(f"grid={grid} is larger than the image ({x.shape[2]} x {x.shape[3]})")
+    bg, described = resolve_background(model, x, reference)
     explainer = HShap(
         model,
         bg,
-        min_size=min_size,
+        min_size=grid,
         threshold=threshold,
         threshold_mode=threshold_mode,
         score=score,
@@ -106,4 +132,6 @@ def h_shap(
         angles=angles,
         progress=progress,
     )
-    return explainer.explain(x, target)
+    exp = explainer.explain(x, target)
+    exp.info["reference"] = described
+    return exp

@@ -50,7 +50,15 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from provex.checks import check_finite, check_images, resolve_target
+from provex.checks import (
+    check_bool,
+    check_choice,
+    check_finite,
+    check_float,
+    check_images,
+    check_int,
+    resolve_target,
+)
 from provex.explanation import Explanation
 from provex.shapley.exact import shapley_from_table
 
@@ -81,19 +89,14 @@ def cycle_shifts(radii: Sequence[int], angles: Sequence[float]) -> list[tuple[in
     return shifts
 
 
-def _positive_int(value: object, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return value
-
-
 class HShap:
     """Hierarchical Shapley explainer of an image classifier.
 
     Args:
         model: maps (N, C, H, W) images to (N, classes) logits.
         background: (C, H, W) or (1, C, H, W) image that replaces the parts of the image
-            outside a coalition (the paper uses the mean of training images).
+            outside a coalition (the paper uses the mean of training images), or (N, C, H, W):
+            one background per explained image (row i for image i).
         min_size: side of the finest cells in pixels (see the module docstring for sizes
             that do not divide the image).
         threshold: ``absolute``: keep children with score > threshold; ``relative``: the
@@ -124,26 +127,25 @@ class HShap:
             raise ValueError(f"background must be a torch.Tensor of shape (C, H, W), got {type(background).__name__}")
         if background.ndim == 4 and background.shape[0] == 1:
             background = background[0]
-        if background.ndim != 3 or not background.is_floating_point():
+        if background.ndim not in (3, 4) or not background.is_floating_point():
             raise ValueError(
-                f"background must be a floating (C, H, W) or (1, C, H, W) tensor, got {tuple(background.shape)}"
-                f" {background.dtype}"
+                f"background must be a floating (C, H, W), (1, C, H, W) or per-image (N, C, H, W) tensor, got "
+                f"{tuple(background.shape)} {background.dtype}"
             )
         check_finite(background, "background")
-        self.min_size = _positive_int(min_size, "min_size")
-        if threshold_mode not in ("absolute", "relative"):
-            raise ValueError(f"threshold_mode must be 'absolute' or 'relative', got {threshold_mode!r}")
-        try:
-            threshold = float(threshold)
-        except (TypeError, ValueError):
-            raise ValueError(f"threshold must be a number, got {threshold!r}") from None
-        if math.isnan(threshold) or threshold == math.inf:
-            raise ValueError(f"threshold must be a number below +inf, got {threshold}")
+        self.min_size = check_int(min_size, "min_size")
+        check_choice(threshold_mode, "threshold_mode", ("absolute", "relative"))
+        if isinstance(threshold, (int, float)) and not isinstance(threshold, bool) and threshold == -math.inf:
+            threshold = -math.inf  # keep every child
+        else:
+            threshold = check_float(threshold, "threshold")
         if threshold_mode == "relative" and not 0.0 <= threshold <= 1.0:
-            raise ValueError(f"a relative threshold is a quantile in [0, 1] (0.7 for the paper's 70%), got {threshold}")
-        if score not in ("softmax", "logit"):
-            raise ValueError(f"score must be 'softmax' or 'logit', got {score!r}")
-        self.batch_size = _positive_int(batch_size, "batch_size")
+            raise ValueError(
+                f"threshold: a relative threshold is a quantile in [0, 1] (0.7 for the paper's 70%), got {threshold}"
+            )
+        check_choice(score, "score", ("softmax", "logit"))
+        self.batch_size = check_int(batch_size, "batch_size")
+        check_bool(progress, "progress")
         radii = [radii] if isinstance(radii, int) else list(radii)
         angles = [angles] if isinstance(angles, (int, float)) else list(angles)
         if not radii or any(isinstance(r, bool) or not isinstance(r, int) or r < 0 for r in radii):
@@ -185,10 +187,9 @@ class HShap:
         model evaluations, explored regions per level and images where nothing survived.
         """
         x = check_images(x)
-        if self.background.shape != x.shape[1:]:
-            raise ValueError(
-                f"background has shape {tuple(self.background.shape)} but the images are {tuple(x.shape[1:])}"
-            )
+        per_image_bg = self.background.ndim == 4
+        if self.background.shape[-3:] != x.shape[1:] or (per_image_bg and self.background.shape[0] != x.shape[0]):
+            raise ValueError(f"background has shape {tuple(self.background.shape)} but the images are {tuple(x.shape)}")
         n_img, _, height, width = x.shape
         s = self.min_size
         if s > min(height, width):
@@ -198,10 +199,17 @@ class HShap:
 
         # Values of the empty coalition (the background) and of each whole image.
         root_logits = self.model(x)
+        if root_logits.ndim != 2 or root_logits.shape[0] != n_img:
+            raise ValueError(
+                f"model must map (N, C, H, W) to (N, classes) logits, got output {tuple(root_logits.shape)}"
+            )
         tgt = resolve_target(target, root_logits)
         v_full_img = self._values(root_logits, tgt)
-        bg_logits = self.model(bg.unsqueeze(0))
-        v_empty_img = self._values(bg_logits.expand(n_img, -1), tgt)  # one evaluation for all images
+        if per_image_bg:
+            v_empty_img = self._values(self.model(bg), tgt)  # each image's own background
+        else:
+            bg_logits = self.model(bg.unsqueeze(0))
+            v_empty_img = self._values(bg_logits.expand(n_img, -1), tgt)  # one evaluation for all images
 
         row_edges = cell_edges(height, s).to(device)
         col_edges = cell_edges(width, s).to(device)
@@ -293,11 +301,11 @@ class HShap:
         for li, _, _, _ in leaves:
             n_cells += torch.bincount(inst_img[li], minlength=n_img)
         empty = [i for i in range(n_img) if int(n_cells[i]) == 0]
-        evals_img = evals_per_inst.view(n_img, n_shift).sum(1) + 1  # +1: the whole image
+        # +1: the whole image; +1 more for its own background when backgrounds are per image
+        evals_img = evals_per_inst.view(n_img, n_shift).sum(1) + 1 + int(per_image_bg)
         relevance = (maps / x.shape[1])[:, None].expand(-1, x.shape[1], -1, -1).contiguous()
         info: dict[str, Any] = {
-            "model_evaluations": int(evals_img.sum()) + 1,  # +1: the background, shared by all images
-            "model_evaluations_per_image": evals_img.tolist(),
+            "per_image": {"model_calls": evals_img.cpu()},
             "regions_per_level": regions_per_level,
             "levels": len(regions_per_level),
             "cell_grid": [n_rows, n_cols],
@@ -311,7 +319,13 @@ class HShap:
         }
         if empty:
             info["note"] = f"no cell passed the threshold for image(s) {empty}: their maps are all zero"
-        return Explanation(relevance=relevance, method="h-shap", target=tgt.detach().clone(), info=info)
+        return Explanation(
+            relevance=relevance,
+            method="h-shap",
+            target=tgt.detach().clone(),
+            info=info,
+            prediction=root_logits.detach().argmax(1),
+        )
 
     # ------------------------------------------------------------------ pieces
     def _masked_inputs(
@@ -331,7 +345,7 @@ class HShap:
         rows = (u[:, None, :] >= pr0[:, :, None]) & (u[:, None, :] < pr1[:, :, None]) & bits[:, :, None]
         cols = (v[:, None, :] >= pc0[:, :, None]) & (v[:, None, :] < pc1[:, :, None])
         shown = torch.bmm(rows.transpose(1, 2).to(x.dtype), cols.to(x.dtype)) > 0  # (B, H, W)
-        return torch.where(shown[:, None], x[img], bg)
+        return torch.where(shown[:, None], x[img], bg[img] if bg.ndim == 4 else bg)
 
     def _keep(self, child_score: torch.Tensor, nonempty: torch.Tensor, inst: torch.Tensor) -> torch.Tensor:
         """Which children (R, 4) pass the threshold."""

@@ -16,21 +16,32 @@ E[p] <= alpha + (1 - alpha)/(K+1)).
 Features can be coordinates of a vector (with e.g. :class:`GaussianSampler`) or image
 regions (:class:`RegionSampler` over :func:`grid_regions` / :func:`quadrant_regions`);
 :func:`xrt_features` tests every feature of one input at once, and the registered method
-``"shap-xrt"`` does it for image classifiers region by region.
+``"shap-xrt"`` does it for image classifiers region by region: ``grid`` is the region side in
+pixels (default: the four quadrants), dropped regions are redrawn from the reference
+distribution (``reference=``: given > model card > each image's own per-channel statistics),
+``n_samples`` draws are averaged per statistic (the paper's M; ``M`` is its deprecated option
+name) and every image has its own random stream (``seed``, see :mod:`provex.seeding`).
+Shapley values come from :func:`provex.shapley.shapley_from_table` over the same value
+function.
 """
 
 from __future__ import annotations
 
-import itertools
 import math
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
+from provex.checks import check_bool, check_choice, check_float, check_int, check_optional
 from provex.explanation import Explanation
+from provex.reference import Reference, resolve_reference
 from provex.registry import register_method
+from provex.seeding import generator, image_seeds
+from provex.shapley.exact import coalitions, shapley_from_table
 from provex.stats.regions import grid_regions, paint
 from provex.stats.samplers import RegionSampler, check_keep
 
@@ -59,6 +70,7 @@ class ValueFunction:
         self.f, self.sampler, self.x = f, sampler, x
         self.draws, self.n_features, self.gen, self.batch_size = draws, n_features, generator, batch_size
         self.outputs: dict[tuple[int, ...], torch.Tensor] = {}
+        self._shapley: torch.Tensor | None = None
 
     def samples(self, subset: Sequence[int]) -> torch.Tensor:
         """f at ``draws`` conditional samples given the features in ``subset`` (draws,)."""
@@ -84,20 +96,22 @@ class ValueFunction:
     def __call__(self, subset: Sequence[int]) -> float:
         return float(self.samples(subset).mean())
 
-    def shapley(self, j: int) -> float:
-        """Exact Shapley value of feature j over all 2^(n-1) subsets of the others."""
+    def shapley_values(self) -> torch.Tensor:
+        """Exact Shapley values (n,) float64 of every feature: the value function on all 2^n
+        subsets, handed to :func:`provex.shapley.shapley_from_table`."""
         n = self.n_features
         if n > MAX_SHAPLEY_FEATURES:
             raise ValueError(
                 f"exact Shapley values need 2^n subsets; n={n} > {MAX_SHAPLEY_FEATURES} (pass shapley=False)"
             )
-        others = [i for i in range(n) if i != j]
-        phi = 0.0
-        for size in range(n):
-            weight = 1.0 / (n * math.comb(n - 1, size))
-            for c in itertools.combinations(others, size):
-                phi += weight * (self([*c, j]) - self(c))
-        return phi
+        if self._shapley is None:
+            table = torch.tensor([self(row.nonzero()[:, 0].tolist()) for row in coalitions(n)], dtype=torch.float64)
+            self._shapley = shapley_from_table(table, n)
+        return self._shapley
+
+    def shapley(self, j: int) -> float:
+        """Exact Shapley value of feature ``j`` (see :meth:`shapley_values`)."""
+        return float(self.shapley_values()[j])
 
 
 @dataclass
@@ -116,10 +130,9 @@ class XRTResult:
     values: dict[str, float] = field(default_factory=dict)
 
 
-def _check_counts(K: int, M: int) -> None:
-    for name, v in (("K", K), ("M", M)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"{name} must be a positive integer, got {v!r}")
+def _check_counts(K: int, M: int, m_name: str = "M") -> None:
+    check_int(K, "K")
+    check_int(M, m_name)
 
 
 def _n_features(sampler: Sampler, x: torch.Tensor, n_features: int | None) -> int:
@@ -215,70 +228,104 @@ def xrt_features(
     all from one shared value function.
     """
     _check_counts(K, M)
-    if context not in ("empty", "rest"):
-        raise ValueError(f"context must be 'empty' or 'rest', got {context!r}")
+    check_choice(context, "context", ("empty", "rest"))
     n = _n_features(sampler, x, n_features)
     gen = torch.Generator(device=x.device).manual_seed(seed) if seed is not None else None
     vf = ValueFunction(f, sampler, x, K * M, n, gen)
-    ps, gammas, phis = [], [], []
+    return _features(vf, context, K, M, shapley)
+
+
+def _features(vf: ValueFunction, context: str, K: int, M: int, shapley: bool) -> dict[str, torch.Tensor]:
+    """p-values, gammas (and Shapley values) of every feature from one value function."""
+    n = vf.n_features
+    ps, gammas = [], []
     for j in range(n):
         c = [] if context == "empty" else [i for i in range(n) if i != j]
         p, _, _ = _test(vf, j, c, K, M)
         ps.append(p)
         gammas.append(vf([*c, j]) - vf(c))
-        if shapley:
-            phis.append(vf.shapley(j))
     out = {"p_value": torch.tensor(ps, dtype=torch.float64), "gamma": torch.tensor(gammas, dtype=torch.float64)}
     if shapley:
-        out["shapley"] = torch.tensor(phis, dtype=torch.float64)
+        out["shapley"] = vf.shapley_values()
     return out
+
+
+def _regions(height: int, width: int, grid: int | None) -> torch.Tensor:
+    """``grid`` x ``grid`` pixel blocks (the last row / column narrower when ``grid`` does not
+    divide the side), or the four near-equal quadrants when ``grid`` is None."""
+    if grid is None:
+        return grid_regions(height, width, min(2, height), min(2, width))
+    grid = check_int(grid, "grid")
+    if grid > max(height, width):
+        raise ValueError(f"grid={grid} is larger than the image ({height} x {width})")
+    rows, cols = math.ceil(height / grid), math.ceil(width / grid)
+    r = torch.arange(height) // grid
+    c = torch.arange(width) // grid
+    ids = r[:, None] * cols + c[None, :]
+    return ids[None] == torch.arange(rows * cols)[:, None, None]
 
 
 @register_method(
     "shap-xrt",
     family="statistical importance",
-    description="SHAP-XRT p-value per image region (grid) and the regions' exact Shapley values",
+    description="SHAP-XRT p-value per image region and the regions' exact Shapley values (Teneggi et al. 2023)",
+    cheap_options={"K": 8, "n_samples": 1},
+    deprecated={"M": "n_samples"},
 )
 def _shap_xrt_method(
     model: nn.Module,
     x: torch.Tensor,
     target: torch.Tensor,
-    grid: int = 2,
+    reference: Reference | str | os.PathLike | None = None,
+    grid: int | None = None,
     K: int = 100,
-    M: int = 1,
+    n_samples: int = 1,
     context: str = "empty",
     alpha: float = 0.05,
     shapley: bool = True,
-    seed: int = 0,
+    seed: int | Sequence[int] | None = 0,
+    batch_size: int = 4096,
+    progress: bool = True,
 ) -> Explanation:
-    """Regions of a ``grid x grid`` split are the features; dropped regions are redrawn from the
-    model card's per-pixel training mean and variance. Relevance paints each region's Shapley
-    value (``gamma`` for the tested context when ``shapley=False``); ``info`` holds the p-values."""
-    card = getattr(model, "card", None)
-    if card is None or getattr(card, "data_mean", None) is None or getattr(card, "data_var", None) is None:
+    """Regions of ``grid`` x ``grid`` pixels (default: the four quadrants) are the features;
+    dropped regions are redrawn from the reference N(mean, diag(var)). Relevance paints each
+    region's Shapley value (``gamma`` for the tested context when ``shapley=False``); ``info``
+    holds the p-values. Cost per image: (2^R subsets, or R + 1 without Shapley values) x K x
+    n_samples model inputs for R regions."""
+    _check_counts(K, n_samples, "n_samples")
+    check_choice(context, "context", ("empty", "rest"))
+    check_float(alpha, "alpha", low=0, high=1, low_open=True, high_open=True)
+    check_bool(shapley, "shapley")
+    batch_size = check_int(batch_size, "batch_size")
+    check_optional(check_int, grid, "grid")
+    n, ch, h, w = x.shape
+    regions = _regions(h, w, grid)
+    if shapley and regions.shape[0] > MAX_SHAPLEY_FEATURES:
         raise ValueError(
-            "shap-xrt fills dropped regions from the model card's data_mean/data_var; for other models use "
-            "provex.stats.xrt_features with a RegionSampler"
+            f"grid={grid} gives {regions.shape[0]} regions of {h} x {w} pixels, but exact Shapley values need at most "
+            f"{MAX_SHAPLEY_FEATURES}: pass a larger grid (the region side in pixels; before this release it was "
+            "the number of regions per side) or shapley=False"
         )
-    if not 0.0 < float(alpha) < 1.0:
-        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
-    _, ch, h, w = x.shape
-    regions = grid_regions(h, w, grid)
-    sampler = RegionSampler(regions, fill=(card.data_mean.to(x), card.data_var.to(x)))
+    ref = resolve_reference(reference, model, x)
+    seeds = image_seeds(seed, n)
     pvals, gammas, phis = [], [], []
-    for i in range(x.shape[0]):
+    for i in tqdm(range(n), desc="shap-xrt", disable=not progress, leave=False):
         cls = int(target[i])
+        mean, var = (ref.mean[i], ref.var[i]) if ref.per_image else (ref.mean, ref.var)
+        sampler = RegionSampler(regions, fill=(mean, var), clamp=None)
 
         def f(xs: torch.Tensor, cls: int = cls) -> torch.Tensor:
             return torch.softmax(model(xs), dim=1)[:, cls]
 
-        res = xrt_features(f, sampler, x[i], context, K, M, seed + i, shapley=shapley)
+        vf = ValueFunction(f, sampler, x[i], K * n_samples, sampler.num_features, generator(seeds[i], x.device))
+        vf.batch_size = batch_size
+        res = _features(vf, context, K, n_samples, shapley)
         pvals.append(res["p_value"])
         gammas.append(res["gamma"])
         phis.append(res.get("shapley", res["gamma"]))
     p = torch.stack(pvals)
     score = torch.stack(phis)
-    relevance = paint(score, regions).unsqueeze(1).expand(-1, ch, -1, -1).to(x.dtype).contiguous()
+    relevance = paint(score, regions.to(score.device)).unsqueeze(1).expand(-1, ch, -1, -1).to(x.dtype).contiguous()
     return Explanation(
         relevance=relevance,
         method="shap-xrt",
@@ -290,5 +337,7 @@ def _shap_xrt_method(
             "rejected": p <= alpha,
             "regions": regions,
             "context": context,
+            "reference": ref.describe(),
+            "seeds": seeds,
         },
     )
