@@ -51,7 +51,7 @@ def test_true_relevance_has_lowest_distortion_area() -> None:
         **{f"random{k}": torch.rand(x.shape, generator=gen, dtype=torch.float64) for k in range(3)},
         "truth+noise": truth * 0.5 + torch.rand(x.shape, generator=gen, dtype=torch.float64),
     }
-    curves = {k: relevance_ordering(model, x, r, step=2, n_noise=64) for k, r in candidates.items()}
+    curves = {k: relevance_ordering(model, x, r, step=2, n_samples=64) for k, r in candidates.items()}
     areas = {k: c.auc_distortion for k, c in curves.items()}
     assert min(areas, key=areas.get) == "truth"
     assert areas["inverted"] == max(areas.values())
@@ -83,7 +83,7 @@ def test_distortion_and_accuracy_match_closed_form() -> None:
     lo, hi = float(x.min()), float(x.max())
     relevance = torch.zeros_like(x)
     relevance[0, 0, 0, 0] = 1.0  # pixel 0 goes last
-    c = relevance_ordering(model, x, relevance, target=0, step=3, n_noise=20000, seed=7)
+    c = relevance_ordering(model, x, relevance, target=0, step=3, n_samples=20000, seed=7)
 
     def sig(v: float) -> float:
         return 1.0 / (1.0 + math.exp(-v))
@@ -111,7 +111,7 @@ def test_matches_a_brute_force_loop() -> None:
     def zeros(image: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
         return torch.zeros(n, *image.shape, dtype=image.dtype)
 
-    c = relevance_ordering(model, x, rel, step=4, n_noise=3, noise=zeros, batch_size=5)
+    c = relevance_ordering(model, x, rel, step=4, n_samples=3, noise=zeros, batch_size=5)
     with torch.no_grad():
         probs = torch.softmax(model(x), 1)
         pred = probs.argmax(1)
@@ -130,23 +130,30 @@ def test_deterministic_with_seed_and_independent_of_batch_size() -> None:
     model = SparseLinear().eval()
     x = torch.rand(3, 1, 6, 6, dtype=torch.float64)
     rel = torch.randn_like(x)
-    a = relevance_ordering(model, x, rel, step=3, n_noise=16, seed=5)
-    b = relevance_ordering(model, x, rel, step=3, n_noise=16, seed=5, batch_size=7)
-    c = relevance_ordering(model, x, rel, step=3, n_noise=16, seed=6)
+    a = relevance_ordering(model, x, rel, step=3, n_samples=16, seed=5)
+    b = relevance_ordering(model, x, rel, step=3, n_samples=16, seed=5, batch_size=7)
+    c = relevance_ordering(model, x, rel, step=3, n_samples=16, seed=6)
     assert torch.equal(a.per_image_distortion, b.per_image_distortion)
     assert torch.equal(a.per_image_accuracy, b.per_image_accuracy)
     assert not torch.equal(a.per_image_distortion, c.per_image_distortion)
-    # each image has its own stream: image 0 alone gives what it gave in the batch of 3
-    first = relevance_ordering(model, x[:1], rel[:1], step=3, n_noise=16, seed=5)
-    assert torch.equal(first.per_image_distortion[0], a.per_image_distortion[0])
+    # each image has its own stream: an image alone gives what it gave in the batch of 3
+    for i in range(3):
+        alone = relevance_ordering(model, x[i : i + 1], rel[i : i + 1], step=3, n_samples=16, seed=5)
+        assert torch.equal(alone.per_image_distortion[0], a.per_image_distortion[i])
+    # one seed per image: image i uses seed[i], wherever it sits
+    seq = relevance_ordering(model, x.flip(0), rel.flip(0), step=3, n_samples=16, seed=[7, 5, 5])
+    assert torch.equal(seq.per_image_distortion[1:].flip(0), a.per_image_distortion[:2])
+    with pytest.warns(FutureWarning, match="n_noise is deprecated"):
+        old = relevance_ordering(model, x, rel, step=3, n_noise=16, seed=5)
+    assert torch.equal(old.per_image_distortion, a.per_image_distortion) and old.settings["n_samples"] == 16
 
 
 def test_constant_maps_are_random_orderings() -> None:
     model = SparseLinear().eval()
     x = torch.rand(2, 1, 6, 6, dtype=torch.float64)
     flat = torch.zeros_like(x)
-    c1 = relevance_ordering(model, x, flat, step=2, n_noise=8, seed=0)
-    c2 = relevance_ordering(model, x, flat, step=2, n_noise=8, seed=1)
+    c1 = relevance_ordering(model, x, flat, step=2, n_samples=8, seed=0)
+    c2 = relevance_ordering(model, x, flat, step=2, n_samples=8, seed=1)
     assert math.isfinite(c1.auc_distortion) and not torch.equal(c1.distortion, c2.distortion)
     gen = torch.Generator().manual_seed(0)
     ranks = component_ranks(torch.zeros(50), gen)
@@ -166,9 +173,9 @@ def test_explanation_input_tie_channels_and_dict() -> None:
     x = torch.rand(2, 2, 4, 4, dtype=torch.float64)
     rel = torch.randn_like(x)
     exp = Explanation(relevance=rel, method="m", target=torch.tensor([2, 1]))
-    c = relevance_ordering(model, x, exp, step=3, n_noise=4)
+    c = relevance_ordering(model, x, exp, step=3, n_samples=4)
     assert c.settings["target"] == [2, 1] and c.settings["n_components"] == 32
-    tied = relevance_ordering(model, x, rel, step=3, n_noise=4, tie_channels=True)
+    tied = relevance_ordering(model, x, rel, step=3, n_samples=4, tie_channels=True)
     assert tied.settings["n_components"] == 16 and len(tied.fraction_kept) == math.ceil(16 / 3) + 1
     d = c.to_dict(per_image=False)
     assert "per_image_distortion" not in d and len(d["per_image_auc_distortion"]) == 2
@@ -178,7 +185,7 @@ def test_explanation_input_tie_channels_and_dict() -> None:
 def test_one_image_standard_errors_come_from_draws() -> None:
     model = SparseLinear().eval()
     x = torch.rand(1, 1, 6, 6, dtype=torch.float64)
-    c = relevance_ordering(model, x, torch.randn_like(x), step=6, n_noise=200)
+    c = relevance_ordering(model, x, torch.randn_like(x), step=6, n_samples=200)
     assert float(c.distortion_se[0]) == 0.0 and bool((c.distortion_se[1:] > 0).any())
     assert 0 < c.auc_distortion_se < c.auc_distortion
 
@@ -189,20 +196,22 @@ def test_one_image_standard_errors_come_from_draws() -> None:
         ({"relevance": torch.zeros(2, 1, 6, 5)}, r"relevance has shape \(2, 1, 6, 5\) but x has shape"),
         ({"relevance": torch.full((2, 1, 6, 6), float("nan"))}, "relevance contains NaN"),
         ({"relevance": [[0.0]]}, "relevance must be a torch.Tensor"),
-        ({"step": 0}, "step must be >= 1"),
+        ({"step": 0}, "step must be a positive integer"),
         ({"step": 2.5}, "step must be an integer"),
         ({"step": 36}, "step=36 leaves no intermediate point.*36"),
-        ({"n_noise": 0}, "n_noise must be >= 1"),
-        ({"batch_size": -1}, "batch_size must be >= 1"),
-        ({"seed": -3}, "seed must be >= 0"),
-        ({"noise": "gaussian"}, "noise must be 'uniform' or a callable"),
+        ({"n_samples": 0}, "n_samples must be a positive integer"),
+        ({"batch_size": -1}, "batch_size must be a positive integer"),
+        ({"seed": -3}, "seed must be non-negative"),
+        ({"seed": [1, 2, 3]}, "seed has 3 entries for 2 images"),
+        ({"noise": "gaussian"}, "noise must be 'uniform', 'reference' or a callable"),
+        ({"reference": "ref.safetensors"}, "reference is used by noise='reference' only"),
         ({"target": 7}, "target out of range"),
         ({"x": torch.rand(2, 36)}, r"x must have shape \(N, C, H, W\)"),
     ],
 )
 def test_bad_input(kwargs: dict, match: str) -> None:
     model = SparseLinear().float().eval()
-    args = {"x": torch.rand(2, 1, 6, 6), "relevance": torch.rand(2, 1, 6, 6), "n_noise": 2}
+    args = {"x": torch.rand(2, 1, 6, 6), "relevance": torch.rand(2, 1, 6, 6), "n_samples": 2}
     args.update(kwargs)
     with pytest.raises(ValueError, match=match):
         relevance_ordering(model, **args)
@@ -219,10 +228,38 @@ def test_gaussian_noise_has_the_requested_moments() -> None:
     assert bool((z[:, 0, 0, 0] == -1.0).all())  # zero variance: the mean itself
     model = SparseLinear().eval()
     x = torch.rand(2, 1, 6, 6, dtype=torch.float64)
-    c = relevance_ordering(model, x, _truth(2), step=3, n_noise=16, noise=gaussian_noise(0.5, 0.04))
+    c = relevance_ordering(model, x, _truth(2), step=3, n_samples=16, noise=gaussian_noise(0.5, 0.04))
     assert c.settings["noise"] == "gaussian" and bool((c.distortion[:11] == 0).all())
     with pytest.raises(ValueError, match="non-negative var"):
         gaussian_noise(0.0, -1.0)
+
+
+def test_reference_noise_draws_the_reference_per_image() -> None:
+    """noise='reference': the replaced components are N(mean, var) draws of the reference (checked
+    on a model whose logit is the mean of the image), per image without one (own statistics)."""
+    import provex
+    from provex.reference import ReferenceWarning
+
+    class MeanModel(torch.nn.Module):
+        def forward(self, z: torch.Tensor) -> torch.Tensor:
+            m = z.flatten(1).mean(1)
+            return torch.stack([m, torch.zeros_like(m)], 1)
+
+    x = torch.full((1, 1, 6, 6), 3.0, dtype=torch.float64)
+    rel = torch.arange(36, dtype=torch.float64).view(1, 1, 6, 6)
+    ref = provex.Reference(torch.full((1, 6, 6), -1.0), torch.full((1, 6, 6), 0.25))
+    c = relevance_ordering(
+        MeanModel(), x, rel, target=0, step=36 // 2, n_samples=4000, noise="reference", reference=ref
+    )
+    # all replaced at the last step: logit = mean of draws ~ -1, so softmax p0 = sigmoid(-1); distortion vs sigmoid(3)
+    p_full = torch.sigmoid(torch.tensor(3.0, dtype=torch.float64))
+    want = float((torch.sigmoid(torch.tensor(-1.0, dtype=torch.float64)) - p_full) ** 2)
+    assert float(c.per_image_distortion[0, -1]) == pytest.approx(want, rel=0.02)
+    assert c.settings["reference"]["digest"] == ref.digest()
+    with pytest.warns(ReferenceWarning):
+        own = relevance_ordering(MeanModel(), x, rel, target=0, step=18, n_samples=8, noise="reference")
+    # each image's own statistics: a constant image has variance 0 and mean 3 -> no distortion at all
+    assert float(own.per_image_distortion.abs().max()) == 0.0
 
 
 def test_bad_noise_function_shape() -> None:
@@ -238,7 +275,7 @@ def test_on_the_shipped_model(mnist_model: nn.Module, mnist_samples) -> None:
     x, _ = mnist_samples
     x = x[:2]
     sens = provex.explain(mnist_model, x, "sensitivity", absolute=True)
-    kw = {"step": 28, "n_noise": 8}
+    kw = {"step": 28, "n_samples": 8}
     good = relevance_ordering(mnist_model, x, sens, **kw)
     bad = relevance_ordering(mnist_model, x, -sens.relevance, **kw)
     assert good.auc_distortion < bad.auc_distortion

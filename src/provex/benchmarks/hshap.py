@@ -126,7 +126,9 @@ def _methods(
 
     def hshap(**kw: Any) -> Callable[[torch.Tensor], torch.Tensor]:
         def run(x: torch.Tensor) -> torch.Tensor:
-            exp = explain(counter, x, "h-shap", target=TARGET, background=background, batch_size=batch, **kw)
+            exp = explain(
+                counter, x, "h-shap", target=TARGET, reference=background, batch_size=batch, progress=False, **kw
+            )
             return exp.relevance.sum(1)
 
         return run
@@ -170,9 +172,7 @@ def _methods(
             ("rel 70%", {"threshold": 0.7, "threshold_mode": "relative"}),
             ("abs 1e-6", {"threshold": EPS}),
         ]:
-            out.append(
-                Method(f"h-Shap {label} (s={s})", "h-Shap", hshap(min_size=s, **kw), params={"min_size": s, **kw})
-            )
+            out.append(Method(f"h-Shap {label} (s={s})", "h-Shap", hshap(grid=s, **kw), params={"min_size": s, **kw}))
     for b in budgets:
         out.append(
             Method(

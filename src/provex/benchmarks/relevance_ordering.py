@@ -250,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
             x,
             exp,
             step=step,
-            n_noise=n_noise,
+            n_samples=n_noise,
             noise=noise,
             seed=a.seed,
             batch_size=a.batch_size,

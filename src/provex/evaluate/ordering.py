@@ -2,46 +2,53 @@
 
 Components are sorted by relevance, least relevant first (ties broken at random with the
 seed). At step t the ``t * step`` least relevant components are replaced by noise (uniform in
-``[x.min(), x.max()]`` of each image by default) and ``n_noise`` noisy copies go through the
-model. Per step we record the distortion, the mean squared difference of the target's softmax
+``[x.min(), x.max()]`` of each image by default, the papers' choice; ``noise="reference"``
+draws from the reference distribution N(mean, diag(var)) instead: ``reference=`` given >
+model card > each image's own per-channel statistics) and ``n_samples`` noisy copies go
+through the model. Per step we record the distortion, the mean squared difference of the target's softmax
 probability to its value on the clean image, and the accuracy, the fraction of copies still
 classified as the target. A good relevance map keeps the distortion low while few components
 are kept, so a smaller area under the distortion curve (against the fraction of components
 kept) means a better map.
 
-Cost: ``ceil(n / step) * n_noise`` forward passes per image (about 80,000 for MNIST at the
+Cost: ``ceil(n / step) * n_samples`` forward passes per image (about 80,000 for MNIST at the
 papers' protocol, step 5 and 512 draws). The work is streamed through the model in full
 batches of ``batch_size`` rows that mix images, steps and draws, under ``torch.inference_mode``;
 ``compile=True`` runs those batches through ``torch.compile`` (one static shape; the last
 batch is padded), which pays off from a few images on. Step 0 (nothing replaced) is exact and
 costs one pass per image.
 
-Randomness: each image gets its own generator, seeded from ``(seed, image index)``; it draws
-the tie-break first and then the noise of steps 1, 2, ... in order, fresh noise per step. So
-the result does not depend on ``batch_size`` or ``compile``, and two relevance maps of the
-same image are evaluated on the same noise (common random numbers: method differences are
-not blurred by noise differences).
+Randomness: each image gets its own generator, seeded from its own seed (``seed``: an int
+gives every image that seed, a sequence of N ints gives image ``i`` ``seed[i]``; see
+:mod:`provex.seeding`; the ordering test uses a sub-stream of it, so it never reuses the
+draws a stochastic method made with the same seed). It draws the tie-break first and then the
+noise of steps 1, 2, ... in order, fresh noise per step. So an image's curve is the same alone
+and in any batch, it does not depend on ``batch_size`` or ``compile``, and two relevance maps
+of the same image are evaluated on the same noise (common random numbers: method differences
+are not blurred by noise differences).
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 import warnings
 import weakref
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from provex.checks import check_images, check_relevance, resolve_target
+from provex.checks import check_bool, check_images, check_int, check_logits, check_relevance, resolve_target
 from provex.explanation import Explanation
+from provex.reference import Reference, resolve_reference
+from provex.seeding import derive, generator, image_seeds
 
 __all__ = ["NoiseFn", "OrderingCurve", "component_ranks", "gaussian_noise", "relevance_ordering"]
 
@@ -107,9 +114,8 @@ def _area(values: torch.Tensor, fraction_kept: torch.Tensor) -> torch.Tensor:
     return ((values[..., :-1] + values[..., 1:]) * 0.5 * widths).sum(-1)
 
 
-def _image_seed(seed: int, index: int) -> int:
-    """A well-mixed 63-bit seed for image ``index`` (independent streams per image)."""
-    return int(np.random.SeedSequence([seed, index]).generate_state(2, np.uint64)[0] >> np.uint64(1))
+ORDERING_STREAM = 0x0D0E
+"""Sub-stream key of the ordering test: image i draws from ``derive(seed_i, ORDERING_STREAM)``."""
 
 
 def component_ranks(relevance: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -162,12 +168,16 @@ def _compiled(model: nn.Module) -> nn.Module:
     return _COMPILED[model]
 
 
-def _check_int(value: object, name: str, low: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ValueError(f"{name} must be an integer, got {value!r}")
-    if value < low:
-        raise ValueError(f"{name} must be >= {low}, got {value}")
-    return int(value)
+def _reference_noise(ref: Reference) -> Callable[[int], NoiseFn]:
+    """Per-image noise functions drawing N(mean, diag(var)) of the (possibly per-image) reference."""
+
+    def for_image(i: int) -> NoiseFn:
+        def draw(image: torch.Tensor, n: int, gen: torch.Generator) -> torch.Tensor:
+            return ref.sample(n, gen, image=i if ref.per_image else None).to(image.dtype)
+
+        return draw
+
+    return for_image
 
 
 def relevance_ordering(
@@ -176,13 +186,15 @@ def relevance_ordering(
     relevance: torch.Tensor | Explanation,
     target: int | torch.Tensor | None = None,
     step: int = 5,
-    n_noise: int = 512,
+    n_samples: int = 512,
     noise: str | NoiseFn = "uniform",
-    seed: int = 0,
+    seed: int | Sequence[int] | None = 0,
     batch_size: int = 512,
     tie_channels: bool = False,
     compile: bool = False,
-    progress: bool = False,
+    progress: bool = True,
+    reference: Reference | str | os.PathLike | None = None,
+    n_noise: int | None = None,
 ) -> OrderingCurve:
     """Relevance ordering test of ``relevance`` (N, C, H, W) for ``model`` on images ``x``.
 
@@ -192,14 +204,17 @@ def relevance_ordering(
             is used when ``target`` is None). Larger means more relevant.
         target: class per image (int or (N,) tensor); None: the predicted class.
         step: components replaced per step (the papers: 5 for MNIST); 1 <= step < n.
-        n_noise: noise draws per step and image (the papers: 512 for MNIST).
-        noise: "uniform" (in [x.min(), x.max()] of each image) or a callable
-            ``noise(image, n_draws, generator) -> (n_draws, C, H, W)``.
-        seed: seeds the tie-break and the noise (see the module docstring).
+        n_samples: noise draws per step and image (the papers: 512 for MNIST; ``n_noise`` is
+            its deprecated name).
+        noise: "uniform" (in [x.min(), x.max()] of each image), "reference" (Gaussian draws
+            from ``reference``) or a callable ``noise(image, n_draws, generator) -> (n_draws, C, H, W)``.
+        seed: seeds the tie-break and the noise per image (see the module docstring).
         batch_size: rows per model call. tie_channels: rank pixels by the channel sum of the
             relevance and replace all channels of a pixel together (n = H * W).
         compile: run the noisy batches through ``torch.compile`` (falls back to eager with a
             warning where compilation fails). progress: show a tqdm bar.
+        reference: the distribution of ``noise="reference"`` (a :class:`provex.Reference` or a
+            path to a saved one; None: the model card, else each image's own statistics).
     """
     start = time.perf_counter()
     if not isinstance(model, nn.Module):
@@ -210,22 +225,33 @@ def relevance_ordering(
             target = relevance.target
         relevance = relevance.relevance
     relevance = check_relevance(relevance, x)
-    step = _check_int(step, "step")
-    n_noise = _check_int(n_noise, "n_noise")
-    batch_size = _check_int(batch_size, "batch_size")
-    seed = _check_int(seed, "seed", low=0)
-    if isinstance(noise, str):
-        if noise != "uniform":
-            raise ValueError(f"noise must be 'uniform' or a callable (image, n_draws, generator), got {noise!r}")
-        noise_fn: NoiseFn = _uniform_noise
-    elif callable(noise):
-        noise_fn = noise
-    else:
-        raise ValueError(f"noise must be 'uniform' or a callable (image, n_draws, generator), got {noise!r}")
+    if n_noise is not None:
+        warnings.warn(
+            "n_noise is deprecated and will be removed in the next release; use n_samples", FutureWarning, stacklevel=2
+        )
+        n_samples = n_noise
+    step = check_int(step, "step")
+    n_samples = check_int(n_samples, "n_samples")
+    batch_size = check_int(batch_size, "batch_size")
+    check_bool(tie_channels, "tie_channels")
+    seeds = image_seeds(seed, x.shape[0])
+    choices = "'uniform', 'reference' or a callable (image, n_draws, generator)"
+    if not (callable(noise) or noise in ("uniform", "reference")):
+        raise ValueError(f"noise must be {choices}, got {noise!r}")
+    if reference is not None and noise != "reference":
+        raise ValueError(f"reference is used by noise='reference' only; got noise={noise!r}")
 
     param = next(model.parameters(), None)
     device = param.device if param is not None else x.device
     x = x.to(device)
+    ref_desc = None
+    if noise == "reference":
+        ref = resolve_reference(reference, model, x)
+        ref_desc = ref.describe()
+        per_image_noise = _reference_noise(ref)
+    else:
+        fixed: NoiseFn = _uniform_noise if noise == "uniform" else noise  # type: ignore[assignment]
+        per_image_noise = lambda _i: fixed  # noqa: E731
     rel = relevance.detach().to(device=device, dtype=torch.float64)
     num, channels = x.shape[0], x.shape[1]
     if tie_channels:
@@ -241,9 +267,7 @@ def relevance_ordering(
     fraction_kept = (n - thresholds).double().cpu() / n
 
     with torch.inference_mode():
-        logits0 = model(x)
-    if logits0.ndim != 2 or logits0.shape[0] != num:
-        raise ValueError(f"model must map (N, C, H, W) to (N, classes) logits, got output {tuple(logits0.shape)}")
+        logits0 = check_logits(model(x), num)
     tgt = resolve_target(target, logits0)
     p0 = torch.softmax(logits0.double(), 1).gather(1, tgt[:, None])[:, 0]
     correct0 = (logits0.argmax(1) == tgt).double()
@@ -304,19 +328,19 @@ def relevance_ordering(
     bar = tqdm(total=n_pairs, desc="relevance ordering", unit="step", disable=not progress, leave=False)
     with torch.inference_mode():
         for i in range(num):
-            gen = torch.Generator(device=device)
-            gen.manual_seed(_image_seed(seed, i))
+            gen = generator(derive(seeds[i], ORDERING_STREAM), device)
+            noise_fn = per_image_noise(i)
             ranks = component_ranks(rel[i].flatten(), gen).view(rel[i].shape)
             image = x[i]
             for t in range(1, n_steps + 1):
                 pair = i * n_steps + (t - 1)
-                draws = noise_fn(image, n_noise, gen)
-                if draws.shape != (n_noise, *image.shape):
-                    raise ValueError(f"noise returned shape {tuple(draws.shape)}, expected {(n_noise, *image.shape)}")
+                draws = noise_fn(image, n_samples, gen)
+                if draws.shape != (n_samples, *image.shape):
+                    raise ValueError(f"noise returned shape {tuple(draws.shape)}, expected {(n_samples, *image.shape)}")
                 keep = (ranks >= thresholds[t]).expand(channels, *rel.shape[2:])
                 pending.append(torch.where(keep, image, draws.to(image.dtype)))
-                pending_ids.append(torch.full((n_noise,), pair, dtype=torch.long, device=device))
-                pending_rows += n_noise
+                pending_ids.append(torch.full((n_samples,), pair, dtype=torch.long, device=device))
+                pending_rows += n_samples
                 while pending_rows >= batch_size:
                     run(*take(batch_size))
                 bar.update(1)
@@ -325,9 +349,9 @@ def relevance_ordering(
     bar.close()
 
     shape = (num, n_steps)
-    mean_d = (sum_d / n_noise).view(shape).cpu()
-    var_d = (sum_d2 / n_noise).view(shape).cpu() - mean_d**2
-    acc = (sum_ok / n_noise).view(shape).cpu()
+    mean_d = (sum_d / n_samples).view(shape).cpu()
+    var_d = (sum_d2 / n_samples).view(shape).cpu() - mean_d**2
+    acc = (sum_ok / n_samples).view(shape).cpu()
     per_d = torch.cat([torch.zeros(num, 1, dtype=torch.float64), mean_d], 1)
     per_a = torch.cat([correct0.cpu()[:, None], acc], 1)
     draw_var_d = torch.cat([torch.zeros(num, 1, dtype=torch.float64), var_d.clamp(min=0)], 1)
@@ -337,7 +361,7 @@ def relevance_ordering(
         d_se, a_se = per_d.std(0) / math.sqrt(num), per_a.std(0) / math.sqrt(num)
         auc_d_se, auc_a_se = float(auc_d.std() / math.sqrt(num)), float(auc_a.std() / math.sqrt(num))
     else:  # one image: Monte Carlo error over the draws (steps use independent noise)
-        scale = 1.0 / max(n_noise - 1, 1)
+        scale = 1.0 / max(n_samples - 1, 1)
         d_se, a_se = (draw_var_d[0] * scale).sqrt(), (draw_var_a[0] * scale).sqrt()
         w = torch.zeros_like(fraction_kept)
         widths = (fraction_kept[:-1] - fraction_kept[1:]) * 0.5
@@ -359,9 +383,11 @@ def relevance_ordering(
         auc_accuracy_se=auc_a_se,
         settings={
             "step": step,
-            "n_noise": n_noise,
+            "n_samples": n_samples,
+            "n_noise": n_samples,  # deprecated key, kept for one release
             "noise": noise if isinstance(noise, str) else getattr(noise, "__name__", "callable"),
-            "seed": seed,
+            "reference": ref_desc,
+            "seed": seed if seed is None or isinstance(seed, int) else list(seeds),
             "n_components": n,
             "n_images": num,
             "tie_channels": tie_channels,
@@ -370,6 +396,6 @@ def relevance_ordering(
             "padded_rows": padded_rows,
             "target": tgt.tolist(),
         },
-        forward_passes=num + n_pairs * n_noise,
+        forward_passes=num + n_pairs * n_samples,
         seconds=time.perf_counter() - start,
     )
