@@ -42,6 +42,8 @@ def test_batch_equals_one_at_a_time_and_default_target(mnist_model: nn.Module, m
         single = provex.explain(mnist_model, x[i : i + 1], "sensitivity", absolute=True)
         torch.testing.assert_close(single.relevance[0], batch.relevance[i].abs(), rtol=1e-4, atol=1e-6)
     assert "seconds" in batch.info and batch.info["options"] == {"absolute": False}
+    # one forward+backward pass per image: the prediction comes from the gradient's own forward
+    assert batch.info["model_calls"] == 5
 
 
 def test_parameters_gradients_untouched(mnist_model: nn.Module, mnist_samples) -> None:
@@ -133,3 +135,120 @@ def test_explanation_validates_shapes() -> None:
         Explanation(torch.zeros(3, 3), "m", torch.zeros(3, dtype=torch.long))
     with pytest.raises(ValueError, match="target must have shape"):
         Explanation(torch.zeros(2, 1, 3, 3), "m", torch.zeros(3, dtype=torch.long))
+
+
+# --- the audit cases of the Python API: each gets a result or a one-line error naming the argument
+
+
+class SmallCNN(nn.Sequential):
+    """A new user's model: 3 channels, BatchNorm and MaxPool, no model card."""
+
+    def __init__(self) -> None:
+        torch.manual_seed(0)
+        super().__init__(
+            nn.Conv2d(3, 6, 3, padding=1),
+            nn.BatchNorm2d(6),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+            nn.Linear(6 * 4 * 4, 4),
+        )
+        self.eval()
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16, torch.bfloat16])
+def test_input_is_cast_to_the_models_dtype(dtype: torch.dtype) -> None:
+    model = SmallCNN()
+    x = torch.rand(2, 3, 8, 8).to(dtype)
+    want = provex.explain(model, x.float(), "sensitivity")  # the same values, given as float32
+    got = provex.explain(model, x, "sensitivity")
+    assert got.relevance.dtype == torch.float32 and torch.equal(got.relevance, want.relevance)
+
+
+def test_half_model_runs_in_half_and_overflow_is_refused() -> None:
+    model = SmallCNN().half()
+    exp = provex.explain(model, torch.rand(2, 3, 8, 8), "sensitivity")
+    assert exp.relevance.dtype == torch.float16 and bool(torch.isfinite(exp.relevance).all())
+    with pytest.raises(ValueError, match=r"^x has values beyond the range of the model's dtype torch.float16"):
+        provex.explain(model, torch.full((1, 3, 8, 8), 1e6), "sensitivity")
+
+
+@pytest.mark.parametrize("method", ["sensitivity", "guided-backprop", "lrp-alpha-beta", "deep-taylor", "smoothgrad"])
+def test_gradient_methods_work_inside_no_grad_and_inference_mode(method: str) -> None:
+    model = SmallCNN()
+    x = torch.rand(2, 3, 8, 8)
+    opts = {"n_samples": 3, "progress": False} if method == "smoothgrad" else {}
+    want = provex.explain(model, x, method, **opts).relevance
+    with torch.no_grad():
+        a = provex.explain(model, x, method, **opts).relevance
+    with torch.inference_mode():
+        xi = x.clone()  # an inference tensor
+        b = provex.explain(model, xi, method, **opts).relevance
+    assert torch.equal(a, want) and torch.equal(b, want) and float(want.abs().sum()) > 0
+
+
+def test_model_made_in_inference_mode_is_refused_for_gradients() -> None:
+    with torch.inference_mode():
+        model = SmallCNN()
+    x = torch.rand(1, 3, 8, 8)
+    with pytest.raises(ValueError, match=r"^model: its parameters were created inside torch.inference_mode"):
+        provex.explain(model, x, "sensitivity")
+
+
+def test_model_calls_count_inputs_through_the_model() -> None:
+    """Forward pre-hook count: the prediction pass (N) plus the method's own passes."""
+    model = SmallCNN()
+    x = torch.rand(3, 3, 8, 8)
+    calls = [0]
+    model[0].register_forward_hook(lambda m, i, o: calls.__setitem__(0, calls[0] + i[0].shape[0]))
+    for method, opts, want in [
+        ("sensitivity", {}, 3),
+        ("guided-backprop", {}, 3),
+        ("smoothgrad", {"n_samples": 5, "progress": False}, 3 + 3 * 5),
+        ("lime", {"n_samples": 7, "progress": False}, 3 + 3 * 7),
+    ]:
+        calls[0] = 0
+        exp = provex.explain(model, x, method, **opts)
+        assert exp.info["model_calls"] == want == calls[0], method
+        assert exp.info["seconds"] > 0
+
+
+def test_explanation_per_image_values_survive_save_and_load(tmp_path) -> None:
+    exp = provex.explain(SmallCNN(), torch.rand(2, 3, 8, 8), "deep-taylor")
+    assert exp.info["per_image"]["conservation"].shape == (2,)
+    back = Explanation.load(exp.save(tmp_path / "e.pt"))
+    torch.testing.assert_close(back.info["per_image"]["conservation"], exp.info["per_image"]["conservation"])
+    assert back.info["model_calls"] == exp.info["model_calls"]
+
+
+@pytest.mark.parametrize(
+    ("edit", "match"),
+    [
+        (lambda b: b.pop("relevance"), r"lacks \['relevance'\]"),
+        (lambda b: b.pop("target"), r"lacks \['target'\]"),
+        (lambda b: b["relevance"].fill_(float("nan")), "relevance contains NaN"),
+        (lambda b: b["relevance"].fill_(float("inf")), "relevance contains inf"),
+        (lambda b: b.__setitem__("relevance", [1.0]), "relevance must be a tensor"),
+        (lambda b: b.__setitem__("target", torch.zeros(5, dtype=torch.long)), "target must have shape"),
+        (lambda b: b.__setitem__("target", torch.zeros(2)), "target must hold integers"),
+        (
+            lambda b: b.__setitem__("maps", {"m": torch.full((2, 1, 28, 28), float("nan"))}),
+            "maps\\['m'\\] contains NaN",
+        ),
+    ],
+)
+def test_load_refuses_damaged_files(tmp_path, mnist_model: nn.Module, mnist_samples, edit, match: str) -> None:
+    exp = provex.explain(mnist_model, mnist_samples[0][:2], "sensitivity")
+    blob = torch.load(exp.save(tmp_path / "e.pt"), weights_only=True)
+    edit(blob)
+    torch.save(blob, tmp_path / "bad.pt")
+    with pytest.raises(ValueError, match=match):
+        Explanation.load(tmp_path / "bad.pt")
+
+
+def test_load_refuses_missing_and_garbage_files(tmp_path) -> None:
+    with pytest.raises(ValueError, match="no such explanation file"):
+        Explanation.load(tmp_path / "none.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a zip file")
+    with pytest.raises(ValueError, match="is not a provex explanation file"):
+        Explanation.load(tmp_path / "junk.pt")

@@ -72,6 +72,8 @@ class Explanation:
             raise ValueError(f"target must have shape ({n},), got {tuple(self.target.shape)}")
         if self.ordering is not None and self.ordering.shape != self.relevance.shape:
             raise ValueError("ordering must have the same shape as relevance")
+        if self.prediction is not None and self.prediction.shape != (n,):
+            raise ValueError(f"prediction must have shape ({n},), got {tuple(self.prediction.shape)}")
         if self.maps is not None:
             if not isinstance(self.maps, dict):
                 raise ValueError("maps must be a dict of name -> (N, C, H, W) tensor")
@@ -125,19 +127,54 @@ class Explanation:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Explanation:
-        """Read an explanation written by :meth:`save`."""
-        blob = torch.load(Path(path), map_location="cpu", weights_only=True)
+        """Read an explanation written by :meth:`save`; a damaged file is refused with a
+        one-line ``ValueError`` naming it (missing keys, wrong types or shapes, NaN or inf)."""
+        path = Path(path)
+        if not path.is_file():
+            raise ValueError(f"{path}: no such explanation file")
+        try:
+            blob = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # unpickling / zip errors of a damaged or foreign file
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise ValueError(f"{path} is not a provex explanation file ({first})") from None
         if not isinstance(blob, dict) or blob.get("format") != _FORMAT:
             raise ValueError(f"{path} is not a provex explanation file")
-        return cls(
-            relevance=blob["relevance"],
-            method=blob["method"],
-            target=blob["target"],
-            info=blob["info"],
-            ordering=blob["ordering"],
-            prediction=blob["prediction"],
-            maps=blob.get("maps"),
-        )
+        missing = sorted({"relevance", "method", "target", "info"} - set(blob))
+        if missing:
+            raise ValueError(f"{path}: the explanation file lacks {missing}")
+        tensors = {"relevance": blob["relevance"], "target": blob["target"]}
+        for key in ("ordering", "prediction"):
+            if blob.get(key) is not None:
+                tensors[key] = blob[key]
+        for key, value in tensors.items():
+            if not isinstance(value, torch.Tensor):
+                raise ValueError(f"{path}: {key} must be a tensor, got {type(value).__name__}")
+        if not blob["relevance"].is_floating_point():
+            raise ValueError(f"{path}: relevance must be floating, got {blob['relevance'].dtype}")
+        for key in ("target", "ordering", "prediction"):
+            if key in tensors and tensors[key].is_floating_point():
+                raise ValueError(f"{path}: {key} must hold integers, got {tensors[key].dtype}")
+        maps = blob.get("maps")
+        if maps is not None and not isinstance(maps, dict):
+            raise ValueError(f"{path}: maps must be a dict of tensors")
+        for name, t in {"relevance": blob["relevance"], **{f"maps[{k!r}]": v for k, v in (maps or {}).items()}}.items():
+            if isinstance(t, torch.Tensor) and t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                bad = "NaN" if bool(torch.isnan(t).any()) else "inf"
+                raise ValueError(f"{path}: {name} contains {bad} values")
+        if not isinstance(blob["method"], str) or not isinstance(blob["info"], dict):
+            raise ValueError(f"{path}: method must be a string and info a dict")
+        try:
+            return cls(
+                relevance=blob["relevance"],
+                method=blob["method"],
+                target=blob["target"],
+                info=blob["info"],
+                ordering=blob.get("ordering"),
+                prediction=blob.get("prediction"),
+                maps=maps,
+            )
+        except ValueError as err:
+            raise ValueError(f"{path}: {err}") from None
 
     def plot(
         self,

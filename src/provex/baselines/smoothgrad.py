@@ -54,7 +54,10 @@ def smoothgrad(
     seeds = image_seeds(seed, x.shape[0])
     from captum.attr import NoiseTunnel, Saliency  # imported on use: keeps `import provex` light
 
-    nt = NoiseTunnel(Saliency(model))
+    def forward(z: torch.Tensor) -> torch.Tensor:  # captum's noise is float32: back to the model's dtype
+        return model(z.to(x.dtype))
+
+    nt = NoiseTunnel(Saliency(forward))
     flat = x.flatten(1)
     ranges = flat.max(1).values - flat.min(1).values
     rel = torch.empty_like(x)

@@ -269,7 +269,7 @@ def _regions(height: int, width: int, grid: int | None) -> torch.Tensor:
     "shap-xrt",
     family="statistical importance",
     description="SHAP-XRT p-value per image region and the regions' exact Shapley values (Teneggi et al. 2023)",
-    cheap_options={"K": 8, "n_samples": 1},
+    cheap_options={"K": 4, "n_samples": 1},
     deprecated={"M": "n_samples"},
 )
 def _shap_xrt_method(
