@@ -519,3 +519,47 @@ def test_lrp_refuses_what_it_cannot_conserve() -> None:
             provex.explain(Attention().eval(), x, method)
         with pytest.raises(ValueError, match=r"^model: LRP needs a model torch.fx can trace"):
             provex.explain(Untraceable().eval(), x, method)
+
+
+def test_self_attention_is_propagated_with_detached_weights() -> None:
+    """nn.MultiheadAttention(x, x, x) becomes DetachedAttention: the same output, gradients through
+    the values only (attention weights constant), and on a model with positive weights and inputs
+    (no relevance dropped by z+) deep Taylor's relevance sums to the logit through the attention,
+    the residual sum and the token mean."""
+    from provex.baselines.canonize import DetachedAttention
+
+    torch.manual_seed(0)
+    mha = nn.MultiheadAttention(8, 2, bias=False, batch_first=True).double().eval()
+    x = torch.randn(2, 5, 8, dtype=torch.float64, requires_grad=True)
+    det = DetachedAttention(mha)
+    torch.testing.assert_close(det(x), mha(x, x, x, need_weights=False)[0])
+    (g,) = torch.autograd.grad(det(x).sum(), x)
+    with torch.no_grad():
+        _, weights = mha(x, x, x, need_weights=True, average_attn_weights=False)  # (N, heads, L, L)
+    wv = mha.in_proj_weight[16:].view(2, 4, 8)  # value projection per head (heads, d, E)
+    wo = mha.out_proj.weight.view(8, 2, 4)  # (E, heads, d)
+    # d sum(out) / dx_l = sum_h sum_m A_h[m, l] (1^T W_o,h) W_v,h
+    per_head = torch.einsum("ehd,hdf->hf", wo, wv)  # (heads, E)
+    hand = torch.einsum("nhml,hf->nlf", weights, per_head)
+    torch.testing.assert_close(g, hand)
+
+    class TinyTransformer(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.embed = nn.Conv2d(1, 8, 2, stride=2, bias=False)
+            self.attention = nn.MultiheadAttention(8, 2, bias=False, batch_first=True)
+            self.head = nn.Linear(8, 3, bias=False)
+            for p in self.parameters():
+                p.data = p.data.abs()
+
+        def forward(self, z: torch.Tensor) -> torch.Tensor:
+            t = self.embed(z).flatten(2).transpose(1, 2)
+            a, _ = self.attention(t, t, t)
+            return self.head((a + t).mean(1))
+
+    model = TinyTransformer().double().eval()
+    z = torch.rand(2, 1, 6, 6, dtype=torch.float64)
+    exp = provex.explain(model, z, "deep-taylor")
+    want = model(z).gather(1, exp.target[:, None])[:, 0].detach()
+    torch.testing.assert_close(exp.relevance.flatten(1).sum(1), want, rtol=1e-6, atol=1e-9)
+    assert exp.info["canonization"]["attention_blocks"] == 1 and exp.info["canonization"]["residual_sums"] == 1

@@ -28,6 +28,11 @@ instead of its module order:
 * A product of two data-dependent tensors where one broadcasts over the other (a
   squeeze-and-excitation gate) gives all relevance to the larger operand, none to the gate
   (the "signal-take-all" rule for multiplicative gates).
+* Self-attention (``nn.MultiheadAttention`` with query = key = value, no masks) becomes
+  :class:`DetachedAttention`: the attention weights are held constant during the backward
+  pass, so the block is linear in its input and the LRP-0 rule conserves relevance up to its
+  biases (the "AH" rule of Ali et al., ICML 2022, "XAI for Transformers: better explanations
+  through conservative propagation").
 * Anything else that touches the data (attention, ``matmul``, functional convolutions,
   softmax, products of equal-size tensors, unknown leaf modules) is refused with an error
   naming the operation: relevance through it would not be conserved.
@@ -51,7 +56,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-__all__ = ["NORM_LAYERS", "LRPModel", "LinearFunction", "canonized", "passthrough", "prepare"]
+__all__ = ["NORM_LAYERS", "DetachedAttention", "LRPModel", "LinearFunction", "canonized", "passthrough", "prepare"]
 
 NORM_LAYERS = (
     nn.LayerNorm,
@@ -235,6 +240,35 @@ class LinearFunction(nn.Module):
         return self.fn(x, *self.args, **self.kwargs)
 
 
+class DetachedAttention(nn.Module):
+    """``nn.MultiheadAttention(x, x, x)`` with the attention weights detached (for LRP-0).
+
+    Computes the same output as the wrapped module from its parameters; gradients (relevance)
+    flow through the value path only.
+    """
+
+    def __init__(self, mha: nn.MultiheadAttention) -> None:
+        super().__init__()
+        self.mha = mha
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        m = self.mha
+        seq = x if m.batch_first else x.transpose(0, 1)  # (N, L, E)
+        n, length, embed = seq.shape
+        heads, d = m.num_heads, embed // m.num_heads
+        q, k, v = F.linear(seq, m.in_proj_weight, m.in_proj_bias).chunk(3, dim=-1)
+        q, k, v = (t.reshape(n, length, heads, d).transpose(1, 2) for t in (q, k, v))
+        weights = torch.softmax(q @ k.transpose(-1, -2) / d**0.5, dim=-1).detach()
+        out = (weights @ v).transpose(1, 2).reshape(n, length, embed)
+        out = F.linear(out, m.out_proj.weight, m.out_proj.bias)
+        return out if m.batch_first else out.transpose(0, 1)
+
+
+def _with_no_weights(out: torch.Tensor) -> tuple[torch.Tensor, None]:
+    """The ``(output, attention weights)`` pair ``nn.MultiheadAttention`` returns, weights omitted."""
+    return out, None
+
+
 @dataclass
 class LRPModel:
     """What :func:`prepare` found: the module to run, BatchNorms to merge, the first layer."""
@@ -265,7 +299,7 @@ def _refuse(node: fx.Node, what: str) -> ValueError:
     return ValueError(
         f"model: LRP cannot propagate relevance through {what} (graph node {node.name!r}) and keep it "
         "conserved; supported: convolutions, dense layers, BatchNorm, activations, pooling, reshapes, "
-        "concatenation, residual additions and broadcast gates. Use a gradient or perturbation method "
+        "concatenation, residual additions, broadcast gates and self-attention. Use a gradient or perturbation method "
         "(e.g. 'sensitivity', 'smoothgrad', 'kernel-shap') for this model"
     )
 
@@ -336,7 +370,7 @@ def prepare(model: nn.Module) -> LRPModel:
                     merges.append((modules[src.target], mod))
                     rw.summary["merged_batchnorms"] += 1
             elif isinstance(mod, nn.MultiheadAttention):
-                raise _refuse(node, "attention (nn.MultiheadAttention)")
+                rw.attention(node, mod)
             elif not isinstance(mod, (Activation, AvgPool, MaxPool, *NORM_LAYERS, *_GRADIENT_OK)):
                 raise _refuse(node, f"the module {node.target!r} ({type(mod).__name__})")
         elif node.op == "call_method":
@@ -399,7 +433,8 @@ class _Rewriter:
         self.kind: dict[fx.Node, str] = {}
         self.changed = False
         self.summary = dict.fromkeys(
-            ("merged_batchnorms", "residual_sums", "passed_through", "gates", "linear_functions"), 0
+            ("merged_batchnorms", "residual_sums", "passed_through", "gates", "linear_functions", "attention_blocks"),
+            0,
         )
 
     def is_data(self, a: Any) -> bool:
@@ -440,6 +475,30 @@ class _Rewriter:
         self.kind[new] = "data"
         self.changed = True
         self.summary["passed_through"] += 1
+
+    def attention(self, node: fx.Node, mha: nn.MultiheadAttention) -> None:
+        """Self-attention -> :class:`DetachedAttention` (LRP-0 rule), returning (output, None)."""
+        names = ("query", "key", "value", "key_padding_mask", "need_weights", "attn_mask")
+        bound = dict(zip(names, node.args))
+        bound.update(node.kwargs)
+        masks = [bound.get(k) for k in ("key_padding_mask", "attn_mask")]
+        same = bound.get("query") is bound.get("key") is bound.get("value")
+        plain = mha._qkv_same_embed_dim and mha.bias_k is None and not mha.add_zero_attn
+        if not same or any(m is not None for m in masks) or not plain or bound.get("is_causal"):
+            raise _refuse(
+                node,
+                "attention other than plain self-attention (nn.MultiheadAttention with masks, "
+                "separate key/value inputs or extra bias tokens)",
+            )
+        name = f"_lrp_attention_{node.name}"
+        self.gm.add_submodule(name, DetachedAttention(mha))
+        graph = self.gm.graph
+        with graph.inserting_before(node):
+            out = graph.call_module(name, (bound["query"],))
+            pair = graph.call_function(_with_no_weights, (out,))
+        self.kind[out] = "data"
+        self._replace(node, pair)
+        self.summary["attention_blocks"] += 1
 
     def linear(self, node: fx.Node, fn: Any) -> None:
         """A functional sum / average pool -> a :class:`LinearFunction` module (LRP-0 rule)."""

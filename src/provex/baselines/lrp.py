@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from provex.baselines.canonize import NORM_LAYERS, LinearFunction, canonized, prepare
+from provex.baselines.canonize import NORM_LAYERS, DetachedAttention, LinearFunction, canonized, prepare
 from provex.checks import check_choice, check_float, check_logits, check_optional, resolve_target
 from provex.explanation import Explanation
 from provex.registry import register_method
@@ -80,7 +80,11 @@ def _base_map() -> list[tuple[Any, Any]]:
     from zennit.composites import layer_map_base
     from zennit.rules import Norm, Pass
 
-    return [*layer_map_base(stabilizer), (NORM_LAYERS, Pass()), (LinearFunction, Norm(stabilizer=stabilizer))]
+    return [
+        *layer_map_base(stabilizer),
+        (NORM_LAYERS, Pass()),
+        ((LinearFunction, DetachedAttention), Norm(stabilizer=stabilizer)),
+    ]
 
 
 def lrp_relevance(
