@@ -23,6 +23,8 @@ from collections.abc import Callable
 
 import torch
 
+from provex.checks import check_int
+
 __all__ = ["MAX_PLAYERS", "coalitions", "exact_shapley", "shapley_from_table", "shapley_weights"]
 
 MAX_PLAYERS = 20
@@ -45,8 +47,7 @@ def coalitions(n_players: int, device: torch.device | str | None = None) -> torc
 
 
 def _check_players(n_players: object) -> int:
-    if isinstance(n_players, bool) or not isinstance(n_players, int) or n_players < 1:
-        raise ValueError(f"n_players must be a positive integer, got {n_players!r}")
+    n_players = check_int(n_players, "n_players")
     if n_players > MAX_PLAYERS:
         raise ValueError(f"n_players={n_players} needs 2**{n_players} game values; at most {MAX_PLAYERS} are supported")
     return n_players
@@ -90,8 +91,7 @@ def exact_shapley(
     ``(n_players,)`` or ``(n_players, K)`` on the CPU. Cost: ``2**n_players`` evaluations.
     """
     n = _check_players(n_players)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    batch_size = check_int(batch_size, "batch_size")
     table = coalitions(n, device=device)
     chunks = []
     for start in range(0, table.shape[0], batch_size):

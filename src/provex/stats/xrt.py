@@ -186,7 +186,7 @@ def shap_xrt(
     if not bool(torch.isfinite(x).all()):
         raise ValueError("x contains NaN or inf values")
     n = _n_features(sampler, x, n_features)
-    if isinstance(j, bool) or not isinstance(j, int) or not 0 <= j < n:
+    if isinstance(j, bool) or not isinstance(j, int) or not 0 <= j < n:  # the message names the range
         raise ValueError(f"j must be a feature index in 0..{n - 1}, got {j!r}")
     c = check_keep(C, n, "C")
     if j in c:
