@@ -231,7 +231,7 @@ class HShap:
         leaves: list[tuple[torch.Tensor, ...]] = []
         evals_per_inst = torch.zeros(n_inst, dtype=torch.long, device=device)
         regions_per_level: list[int] = []
-        bar = tqdm(desc="h-Shap", unit="eval", disable=not self.progress)
+        bar = tqdm(desc="h-Shap", unit="eval", disable=not self.progress, leave=False)
 
         while inst.numel() > 0:
             is_leaf = ((r1 - r0) == 1) & ((c1 - c0) == 1)

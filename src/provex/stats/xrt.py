@@ -331,6 +331,7 @@ def _shap_xrt_method(
         method="shap-xrt",
         target=target,
         info={
+            "per_image": {"p_values": p, "rejected": p <= alpha},
             "p_values": p,
             "gamma": torch.stack(gammas),
             "shapley": score if shapley else None,
