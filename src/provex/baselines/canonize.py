@@ -33,9 +33,13 @@ instead of its module order:
   pass, so the block is linear in its input and the LRP-0 rule conserves relevance up to its
   biases (the "AH" rule of Ali et al., ICML 2022, "XAI for Transformers: better explanations
   through conservative propagation").
-* Anything else that touches the data (attention, ``matmul``, functional convolutions,
-  softmax, products of equal-size tensors, unknown leaf modules) is refused with an error
-  naming the operation: relevance through it would not be conserved.
+* Anything else that touches the data (``matmul``, attention with masks or separate keys,
+  functional convolutions, softmax, products of equal-size tensors, unknown leaf modules) is
+  refused with an error naming the operation: relevance through it would not be conserved.
+
+Exactly conserving rules (deep Taylor's z+ and z^B, LRP-0 on bias-free layers) then give
+sum(relevance) = logit up to relevance dropped where a rule's denominator vanishes; rules that
+absorb relevance by design (biases in alpha-beta, the epsilon rule) give less.
 
 When nothing needs rewriting (a plain ``Sequential``, BatchNorm merges only) the model
 itself runs; otherwise a rewritten ``GraphModule`` that shares the model's modules runs (a

@@ -57,7 +57,7 @@ def _guide(_module: nn.Module, _args: tuple, out: torch.Tensor) -> torch.Tensor:
 @register_method(
     "guided-backprop",
     family="classic attribution",
-    description="gradient with negative signals stopped at every ReLU (Springenberg et al. 2015)",
+    description="gradient with negative signals stopped at every ReLU (activation) (Springenberg et al. 2015)",
     resolves_target=True,
 )
 def guided_backprop(model: nn.Module, x: torch.Tensor, target: torch.Tensor | None) -> Explanation:
