@@ -533,6 +533,9 @@ def test_self_attention_is_propagated_with_detached_weights() -> None:
     x = torch.randn(2, 5, 8, dtype=torch.float64, requires_grad=True)
     det = DetachedAttention(mha)
     torch.testing.assert_close(det(x), mha(x, x, x, need_weights=False)[0])
+    seq_first = nn.MultiheadAttention(8, 4, batch_first=False).double().eval()  # (L, N, E), with biases
+    xt = x.detach().transpose(0, 1)
+    torch.testing.assert_close(DetachedAttention(seq_first)(xt), seq_first(xt, xt, xt, need_weights=False)[0])
     (g,) = torch.autograd.grad(det(x).sum(), x)
     with torch.no_grad():
         _, weights = mha(x, x, x, need_weights=True, average_attn_weights=False)  # (N, heads, L, L)
