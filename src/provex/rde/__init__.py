@@ -31,10 +31,10 @@ Frank-Wolfe machinery itself is model-agnostic and lives in :mod:`provex.fw`. Ev
 problems (and every rate's) advance together: one batched model pass per iteration.
 """
 
+from provex.fw.projected import projected_gradient
 from provex.rde.adf import FusedReLU, to_adf
 from provex.rde.components import Components
 from provex.rde.distortion import ADFDistortion, Distortion, MonteCarloDistortion, make_distortion
-from provex.rde.lagrangian import projected_gradient
 from provex.rde.noise import GaussianNoise
 from provex.rde.ordering import OrderingObjective
 

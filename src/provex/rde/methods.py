@@ -18,10 +18,11 @@ import torch
 from torch import nn
 
 from provex.explanation import Explanation
-from provex.fw import Birkhoff, FWResult, KSparseNonNegative, frank_wolfe, resolve_step
+from provex.fw import Birkhoff, KSparseNonNegative, frank_wolfe, resolve_step
+from provex.fw import SolverResult as FWResult
+from provex.fw.projected import projected_gradient
 from provex.rde.components import Components
 from provex.rde.distortion import KINDS, Distortion, make_distortion
-from provex.rde.lagrangian import projected_gradient
 from provex.rde.noise import GaussianNoise
 from provex.rde.ordering import OrderingObjective
 from provex.registry import register_method
@@ -542,7 +543,7 @@ def l_rde(
         desc="L-RDE",
         callback=callback,
     )
-    info = _info(res, dist, (num,), mu=float(mu), line_search_trials=res.extra["line_search_trials"])
+    info = _info(res, dist, (num,), mu=float(mu), line_search_trials=res.info["line_search_trials"])
     info["distortion"] = _final_distortion(dist, res.x, image).cpu()
     info["rate"] = res.x.sum(1).cpu()
     return Explanation(comps.expand(res.x).detach(), "l-rde", target.detach().clone(), info)
