@@ -154,6 +154,16 @@ def test_pgd_step_size_rule() -> None:
         pnp_pgd(y, op, build_lpn("conv", image_size=8, hidden=4, dense=4, alpha=0.0).double(), iters=1)
     with pytest.raises(ValueError, match=r"y has shape"):
         pnp_admm(torch.zeros(1, 1, 9, 9), op, lpn)
+    # NaN in x0 or tol: one line naming the argument (not NaN iterates or a silent non-convergence)
+    bad_x0 = torch.zeros(1, 1, 8, 8, dtype=torch.float64)
+    bad_x0[0, 0, 3, 3] = float("nan")
+    for solver in (pnp_pgd, pnp_admm):
+        with pytest.raises(ValueError, match=r"^x0 contains NaN or inf values$"):
+            solver(y, op, lpn, iters=2, x0=bad_x0)
+        with pytest.raises(ValueError, match=r"^tol must be a non-negative finite number, got nan$"):
+            solver(y, op, lpn, iters=2, tol=float("nan"))
+        with pytest.raises(ValueError, match=r"^iters must be a positive integer"):
+            solver(y, op, lpn, iters=float("nan"))
 
 
 def test_pnp_pgd_with_lpn_converges_inside_the_bound() -> None:

@@ -18,8 +18,9 @@ The images are 8 of the shipped MNIST samples, upsampled to 224 x 224 and tinted
 channels (a structured foreground on a dark background); the reference is each image's own
 statistics (no card, no data given: the default a new user gets). ``--quick`` runs the same
 code on 1 image at 32 x 32. Writes ``results.json``, ``own_model.png`` and ``table.md``
-into ``--out`` (results are written after every method; ``--merge`` keeps the methods of an
-existing ``results.json`` that this run does not redo).
+into ``--out``. Each method runs on one image per process (an image's explanation does not
+depend on its batch-mates, so this is the batched result) and the results are written after
+every image; ``--merge`` continues an interrupted run (keeps what is done, runs the rest).
 """
 
 from __future__ import annotations
@@ -218,7 +219,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0, help="the model's weights")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--memory-check", action=argparse.BooleanOptionalAction, default=True)
-    p.add_argument("--merge", action="store_true", help="keep other methods' results of an existing results.json")
+    p.add_argument(
+        "--merge",
+        action="store_true",
+        help="continue an existing results.json: keep its methods and images, run only what is missing",
+    )
     a = p.parse_args(argv)
     if a.quick:
         a.images, a.size, a.score_draws = 1, 32, 64
@@ -264,11 +269,17 @@ def main(argv: list[str] | None = None) -> int:
     order = sorted(methods, key=lambda m: (m != "sensitivity", m))  # the cheap baseline of the goal first
     jobs += [(name, name, {}) for name in order]
     goal: dict[str, Any] = {"rate_fraction": a.rate, "score_draws": a.score_draws, "score_seed": a.score_seed}
+    if a.merge and "rc_rde_goal" in results:
+        goal["per_image"] = dict(results["rc_rde_goal"].get("per_image", {}))
+    goal_done = set(goal.get("per_image", {}))
     shown: dict[str, torch.Tensor] = {}
     for key, method, options in jobs:
         entry = results["methods"].setdefault(key, {"method": method, "options": options, "per_image": {}})
-        entry["per_image"] = {}
+        if not a.merge:
+            entry["per_image"] = {}
         for i in range(a.images):
+            if entry["per_image"].get(str(i), {}).get("ok") and (key != "rc-rde@rate" or str(i) in goal_done):
+                continue  # --merge: this image was done by an earlier run with the same settings
             print(f"{key} image {i} ...", flush=True)
             t0 = time.time()
             job = {"threads": a.threads, "seed": a.seed, "first": i, "images": 1, "size": a.size}
@@ -423,7 +434,8 @@ def _figure(
 ) -> None:
     ok = {k: v for k, v in results["methods"].items() if v.get("images_done")}
     fig = plt.figure(figsize=(13, 7))
-    ax = fig.add_subplot(2, 2, 1)
+    grid_spec = fig.add_gridspec(2, 6)
+    ax = fig.add_subplot(grid_spec[0, :3])
     names = sorted(ok)
     ax.barh(names, [ok[k]["fb_multiple_per_image"] for k in names])
     ax.axvline(BUDGET, color="k", ls=":", lw=1)
@@ -432,7 +444,7 @@ def _figure(
     ax.set_title("cost at the defaults (dotted: RC-RDE's budget)", fontsize=9)
     goal = results.get("rc_rde_goal")
     if goal and goal.get("per_image"):
-        ax = fig.add_subplot(2, 2, 2)
+        ax = fig.add_subplot(grid_spec[0, 3:])
         d_rc = [v["rc_rde_distortion"] for v in goal["per_image"].values()]
         d_s = [v["sensitivity_top_k_distortion"] for v in goal["per_image"].values()]
         ax.scatter(d_s, d_rc, s=20)
@@ -450,7 +462,7 @@ def _figure(
         for col, (img, name, m) in enumerate(
             [(0, "image 0", None), (0, "RC-RDE mask", masks), (0, "top-k sensitivity", top)]
         ):
-            ax = fig.add_subplot(2, 3, 4 + col)
+            ax = fig.add_subplot(grid_spec[1, 2 * col : 2 * col + 2])
             if m is None:
                 ax.imshow(x[img].permute(1, 2, 0).clamp(0, 1))
             else:
