@@ -174,7 +174,9 @@ def test_dual_gap_bounds_suboptimality_and_monotone_rule_never_increases() -> No
     f = make_objective(q, b)
     ref = frank_wolfe(f, KSparseNonNegative(k, n), torch.zeros(p, n, dtype=q.dtype), max_iter=4000)
     fstar = ref.objective[-1]  # >= the true minimum, so f - fstar <= f - f*
-    res = frank_wolfe(f, KSparseNonNegative(k, n), torch.zeros(p, n, dtype=q.dtype), max_iter=200, step="monotone")
+    # the exact oracle (no rounding of the gradient for tie-breaking): the theory's FW gap
+    exact = KSparseNonNegative(k, n, tie_break=False)
+    res = frank_wolfe(f, exact, torch.zeros(p, n, dtype=q.dtype), max_iter=200, step="monotone")
     # gap at iteration t is measured at the iterate before step t: <g, x_t - v> >= f(x_t) - f*
     assert bool((res.gap >= res.objective[:-1] - fstar - 1e-9).all())
     assert bool((res.objective[1:] <= res.objective[:-1] + 1e-12).all())
@@ -237,3 +239,79 @@ def test_step_rules_and_errors() -> None:
 
     with pytest.raises(ValueError, match="objective is not finite"):
         frank_wolfe(nan_objective, Box(), torch.zeros(1, 4, dtype=q.dtype))
+
+
+# ----- round 2: deterministic tie-breaking, the solver driver, deprecated names -----
+
+
+def test_lmo_ties_are_broken_by_a_fixed_rule_and_ignore_float_noise() -> None:
+    from provex.fw import KSparseNonNegative as KS
+
+    g = torch.tensor([[-1.0, -2.0, -2.0, 0.0, -2.0, -0.5]])
+    v = KS(2, 6)(g)
+    assert v.tolist() == [[0, 1, 1, 0, 0, 0]]  # equal entries: the lower index wins
+    noisy = g + torch.tensor([[0, 1e-12, -1e-12, 0, 2e-12, 0]])
+    assert torch.equal(KS(2, 6)(noisy), v)  # last-bit noise does not move the vertex
+    # Birkhoff: rows with an exactly zero gradient are all tied; the vertex must not depend on
+    # float noise in the other rows (it would, through the assignment solver's path, without rounding)
+    gen = torch.Generator().manual_seed(0)
+    n = 12
+    grad = torch.randn(1, n, n, generator=gen, dtype=torch.float64)
+    grad[0, ::2] = 0.0  # six tied rows
+    base = Birkhoff()(grad)
+    for _ in range(5):
+        jitter = 1e-13 * torch.randn(1, n, n, generator=gen, dtype=torch.float64) * (grad != 0)
+        assert torch.equal(Birkhoff()(grad + jitter), base)
+    # still an optimal vertex: <G, V> equals the brute-force minimum over assignments
+    from scipy.optimize import linear_sum_assignment
+
+    r, c = linear_sum_assignment(grad[0].numpy())
+    assert float((grad * base).sum()) == pytest.approx(float(grad[0].numpy()[r, c].sum()), abs=1e-9)
+
+
+def test_driver_history_stopping_and_callback() -> None:
+    from provex.fw import Step, iterate
+
+    x = torch.zeros(3, 2)
+    target = torch.tensor([1.0, 3.0, 6.0])
+    calls = []
+
+    def step(t: int, idx: torch.Tensor) -> Step:
+        x[idx, 0] += 1.0
+        gap = (target[idx] - x[idx, 0]).abs()
+        return Step(gap, objective=gap.clone(), done=gap == 0)
+
+    res = iterate(step, x, target.clone(), max_iter=10, callback=lambda t, xx: calls.append(t))
+    assert res.iterations.tolist() == [1, 3, 6] and res.converged.tolist() == [True, True, True]
+    assert res.objective.shape == (7, 3) and res.gap.shape == (6, 3) and len(res.times) == 7
+    assert res.objective[-1].tolist() == [0.0, 0.0, 0.0] and calls == list(range(6))
+
+    def sticky(t: int, idx: torch.Tensor) -> Step:  # done once past the target
+        x[idx, 0] += 1.0
+        gap = (target[idx] - x[idx, 0]).clamp_min(0)
+        return Step(gap, done=gap == 0)
+
+    x.zero_()
+    res = iterate(sticky, x, max_iter=10, until="all")  # every problem iterates until all are done
+    assert res.iterations.tolist() == [6, 6, 6] and res.converged.tolist() == [True, True, True]
+    assert res.objective.shape == (0, 3) and x[:, 0].tolist() == [6.0, 6.0, 6.0]
+
+    def bad(t: int, idx: torch.Tensor) -> Step:
+        return Step(torch.zeros(idx.numel()), objective=torch.full((idx.numel(),), float("nan")))
+
+    with pytest.raises(ValueError, match=r"objective is not finite .* at iteration 1 for problem"):
+        iterate(bad, torch.zeros(2, 1), torch.zeros(2), max_iter=3)
+
+
+def test_renamed_results_keep_deprecated_aliases() -> None:
+    import provex.fw
+    import provex.inverse
+
+    with pytest.warns(DeprecationWarning, match="FWResult is deprecated"):
+        assert provex.fw.FWResult is provex.fw.SolverResult
+    with pytest.warns(DeprecationWarning, match="PnPResult is deprecated"):
+        assert provex.inverse.PnPResult is provex.fw.SolverResult
+    q, b = quadratic(4, 1, seed=8)
+    res = frank_wolfe(make_objective(q, b), Box(), torch.zeros(1, 4, dtype=q.dtype), max_iter=3)
+    with pytest.warns(DeprecationWarning, match="residuals is deprecated"):
+        assert res.residuals is res.gap

@@ -132,7 +132,8 @@ def test_pnp_with_exact_proxes_reaches_the_convex_solutions() -> None:
     assert _kkt_lasso(op, y, res.x, lam) < 1e-8
     res = pnp_admm(y, op, lambda v: _soft(v, lam / rho), rho=rho, iters=5000, tol=1e-14)
     assert _kkt_lasso(op, y, res.x, lam) < 1e-7
-    assert res.residuals.shape[1] == 2 and res.residuals.shape[0] == res.iterations
+    assert res.gap.shape[1] == 2 and res.gap.shape[0] == int(res.iterations[0])
+    assert bool((res.iterations == res.iterations[0]).all())  # every image iterates until all converged
 
 
 def test_pgd_step_size_rule() -> None:
@@ -153,6 +154,16 @@ def test_pgd_step_size_rule() -> None:
         pnp_pgd(y, op, build_lpn("conv", image_size=8, hidden=4, dense=4, alpha=0.0).double(), iters=1)
     with pytest.raises(ValueError, match=r"y has shape"):
         pnp_admm(torch.zeros(1, 1, 9, 9), op, lpn)
+    # NaN in x0 or tol: one line naming the argument (not NaN iterates or a silent non-convergence)
+    bad_x0 = torch.zeros(1, 1, 8, 8, dtype=torch.float64)
+    bad_x0[0, 0, 3, 3] = float("nan")
+    for solver in (pnp_pgd, pnp_admm):
+        with pytest.raises(ValueError, match=r"^x0 contains NaN or inf values$"):
+            solver(y, op, lpn, iters=2, x0=bad_x0)
+        with pytest.raises(ValueError, match=r"^tol must be a non-negative finite number, got nan$"):
+            solver(y, op, lpn, iters=2, tol=float("nan"))
+        with pytest.raises(ValueError, match=r"^iters must be a positive integer"):
+            solver(y, op, lpn, iters=float("nan"))
 
 
 def test_pnp_pgd_with_lpn_converges_inside_the_bound() -> None:

@@ -1,7 +1,10 @@
 """Rate-distortion explanations against independent truths: closed forms for linear models,
-finite differences, torch-adf itself, scipy's QP solver, and bad input."""
+finite differences, torch-adf itself, Monte Carlo moments, scipy's QP solver, brute force over
+vertices, and bad input."""
 
 from __future__ import annotations
+
+import warnings
 
 import numpy as np
 import pytest
@@ -16,9 +19,17 @@ from provex.rde import (
     Components,
     GaussianNoise,
     MonteCarloDistortion,
+    auto_grid,
     to_adf,
 )
 from provex.rde.adf import FusedReLU
+from provex.reference import Reference, ReferenceWarning
+
+
+def ref(noise: GaussianNoise) -> Reference:
+    """The reference with the per-pixel statistics of ``noise`` (keeps the dtype)."""
+    return Reference(noise.mean, noise.var)
+
 
 # ----- helpers: a linear "network" whose distortion has a closed form -----
 
@@ -64,10 +75,30 @@ def test_components_expand_reduce_are_adjoint_and_tie_channels() -> None:
     assert bool((pix[:, 0] == pix[:, 2]).all()) and bool((pix[:, :, 0:2, 0:2] == s[:, 0].view(5, 1, 1, 1)).all())
     flat = Components((3, 4, 6))
     assert flat.n == 72 and torch.equal(flat.expand(t.flatten(1)), t)
-    with pytest.raises(ValueError, match="grid=5 does not divide"):
-        Components((1, 28, 28), grid=5)
+    # blocks that do not divide the image: the last row and column of blocks are smaller
+    ragged = Components((2, 7, 10), grid=3)
+    assert ragged.n == 3 * 4
+    s = torch.randn(4, ragged.n, generator=gen, dtype=torch.float64)
+    t = torch.randn(4, 2, 7, 10, generator=gen, dtype=torch.float64)
+    pix = ragged.expand(s)
+    assert pix.shape == (4, 2, 7, 10) and bool((pix[:, :, 6:, 9:] == s[:, -1].view(4, 1, 1, 1)).all())
+    torch.testing.assert_close((pix * t).sum(), (s * ragged.reduce(t)).sum())
+    assert torch.equal(ragged.reduce(torch.ones(1, 2, 7, 10)).view(3, 4)[2], torch.tensor([6.0, 6.0, 6.0, 2.0]))
     with pytest.raises(ValueError, match="grid must be a positive integer"):
         Components((1, 28, 28), grid=0)
+    with pytest.raises(ValueError, match="grid=29 is larger than the image"):
+        Components((1, 28, 28), grid=29)
+
+
+def test_auto_grid_sizes_blocks_by_the_image() -> None:
+    assert auto_grid((1, 28, 28)) is None  # MNIST: every pixel
+    assert auto_grid((3, 224, 224)) == 8  # 784 components
+    assert auto_grid((3, 28, 28)) == 1  # channels tied
+    assert auto_grid((3, 227, 227)) == 9 and Components((3, 227, 227), 9).n == 26 * 26 <= 784
+    assert auto_grid((1, 28, 28), 256) == 2 and auto_grid((3, 224, 224), 256) == 14
+    for shape in [(3, 100, 37), (1, 5, 600), (3, 512, 384)]:
+        b = auto_grid(shape)
+        assert Components(shape, b).n <= 784 and (b == 1 or Components(shape, b - 1).n > 784)
 
 
 def test_gaussian_noise_statistics_and_draws(mnist_model: nn.Module) -> None:
@@ -121,8 +152,8 @@ def test_adf_converter_lists_every_unsupported_layer(mnist_samples) -> None:
     bad = nn.Sequential(
         nn.Conv2d(1, 2, 3, padding=1), nn.BatchNorm2d(2), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(392, 10)
     ).eval()
-    with pytest.raises(ValueError, match=r"1: BatchNorm2d.*3: MaxPool2d.*distortion='mc'"):
-        to_adf(bad)
+    with pytest.raises(ValueError, match=r"\['3: MaxPool2d'\].*distortion='mc'"):
+        to_adf(bad)  # eval-mode BatchNorm converts; MaxPool does not
 
     class Custom(nn.Module):
         def __init__(self) -> None:
@@ -134,13 +165,21 @@ def test_adf_converter_lists_every_unsupported_layer(mnist_samples) -> None:
 
     with pytest.raises(ValueError, match="custom module"):
         to_adf(Custom())
-    with pytest.raises(ValueError, match=r"model cannot be converted for distortion='adf'.*BatchNorm2d"):
-        provex.explain(bad, mnist_samples[0][:1], "rc-rde", noise="global", progress=False)
-    # the same model works with Monte Carlo
-    exp = provex.explain(
-        bad, mnist_samples[0][:1], "rc-rde", distortion="mc", n_samples=4, max_iter=2, noise="global", progress=False
-    )
-    assert exp.relevance.shape == (1, 1, 28, 28)
+
+    class Overridden(nn.Sequential):  # a Sequential whose forward is not the composition of its layers
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return super().forward(x) * 2
+
+    with pytest.raises(ValueError, match="Sequential with its own forward"):
+        to_adf(Overridden(nn.Flatten(), nn.Linear(784, 10)))
+    x = mnist_samples[0][:1]
+    with pytest.raises(ValueError, match=r"model cannot be converted for distortion='adf'.*MaxPool2d"):
+        provex.explain(bad, x, "rc-rde", distortion="adf", reference=Reference(x[0] * 0, x[0] * 0 + 0.1))
+    # the default ("auto") takes Monte Carlo for it and says why
+    with pytest.warns(ReferenceWarning):
+        exp = provex.explain(bad, x, "rc-rde", n_samples=4, max_iter=2, noise="global", progress=False)
+    assert exp.relevance.shape == (1, 1, 28, 28) and exp.info["distortion_kind"] == "mc"
+    assert "MaxPool2d" in exp.info["distortion_reason"]
 
 
 # ----- distortion estimators: closed forms and finite differences -----
@@ -237,7 +276,7 @@ def test_monte_carlo_chunking_does_not_change_the_estimate(tiny_model: nn.Module
             tiny_model, x, torch.tensor([0, 1, 2]), noise, Components((1, 6, 6)), 12, bs, seed=3, fixed=True
         )
         results.append(d(s, image))
-        assert d.inputs == 5 * 12
+        assert d.meter.inputs == 3 + 5 * 12 and d.meter.backward == 5 * 12  # the logits, then the masks
     for val, grad in results[1:]:
         torch.testing.assert_close(val, results[0][0], rtol=1e-12, atol=1e-12)
         torch.testing.assert_close(grad, results[0][1], rtol=1e-12, atol=1e-12)
@@ -254,7 +293,7 @@ def test_rc_rde_reaches_the_qp_optimum_on_a_linear_model() -> None:
         torch.rand(1, 4, 4, generator=gen, dtype=torch.float64), torch.rand(1, 4, 4, generator=gen, dtype=torch.float64)
     )
     k = 5
-    exp = provex.explain(model, x, "rc-rde", target=1, rate=k, noise=noise, max_iter=2000, progress=False)
+    exp = provex.explain(model, x, "rc-rde", target=1, rate=k, reference=ref(noise), max_iter=2000, progress=False)
     q, b, c = quadratic_of_mask(model, x[0], 1, noise)
     r = minimize(
         lambda s: 0.5 * s @ q @ s + b @ s + c,
@@ -290,7 +329,7 @@ def test_rc_rde_batched_equals_one_image_at_a_time(tiny_model: nn.Module) -> Non
     gen = torch.Generator().manual_seed(7)
     x = torch.rand(3, 1, 6, 6, generator=gen, dtype=torch.float64)
     noise = GaussianNoise.from_data(torch.rand(20, 1, 6, 6, generator=gen, dtype=torch.float64))
-    opts = {"rate": 8, "noise": noise, "max_iter": 12, "progress": False}
+    opts = {"rate": 8, "reference": ref(noise), "max_iter": 12, "progress": False}
     together = provex.explain(tiny_model, x, "rc-rde", **opts)
     for i in range(3):
         alone = provex.explain(tiny_model, x[i : i + 1], "rc-rde", target=together.target[i : i + 1], **opts)
@@ -299,23 +338,27 @@ def test_rc_rde_batched_equals_one_image_at_a_time(tiny_model: nn.Module) -> Non
 
 def test_stochastic_rc_rde_with_monte_carlo(mnist_model: nn.Module, mnist_samples) -> None:
     x = mnist_samples[0][:2]
-    exp = provex.explain(
-        mnist_model, x, "rc-rde", rate=60, distortion="mc", n_samples=8, max_iter=10, seed=1, progress=False
-    )
-    again = provex.explain(
-        mnist_model, x, "rc-rde", rate=60, distortion="mc", n_samples=8, max_iter=10, seed=1, progress=False
-    )
+    opts = {"rate": 60, "distortion": "mc", "n_samples": 8, "max_iter": 10, "seed": 1, "progress": False}
+    exp = provex.explain(mnist_model, x, "rc-rde", fixed_noise=False, init="zeros", **opts)
+    again = provex.explain(mnist_model, x, "rc-rde", fixed_noise=False, init="zeros", **opts)
     assert torch.equal(exp.relevance, again.relevance)  # seeded
     assert exp.info["stochastic"] and exp.info["step"] == "2/(t+2)"
-    assert exp.info["model_inputs"] == 11 * 2 * 8
+    # the logits (2), 11 evaluations with backward, the final distortion (forward only)
+    assert exp.info["model_calls"] == 2 + 11 * 2 * 8 + 2 * 8 and exp.info["model_calls_backward"] == 11 * 2 * 8
     assert bool((exp.relevance.flatten(1).sum(1) <= 60 + 1e-3).all())
+    # the default with Monte Carlo: a fixed bank of draws, the gradient's top-k start, the monotone rule
+    exp = provex.explain(mnist_model, x, "rc-rde", **{**opts, "max_iter": 0})
+    assert not exp.info["stochastic"] and exp.info["step"] == "monotone" and exp.info["init"] == "gradient"
+    assert exp.info["model_calls"] == 2 + 2 + 2 * 8 + 2 * 8  # logits, gradient start, one evaluation, final
+    top = exp.relevance.flatten(1)
+    assert bool(((top == 0) | (top == 1)).all()) and top.sum(1).tolist() == [60.0, 60.0]  # a vertex
 
 
 def test_mr_rde_equals_separate_rc_rde_runs_and_keeps_maps(tiny_model: nn.Module) -> None:
     gen = torch.Generator().manual_seed(8)
     x = torch.rand(2, 1, 6, 6, generator=gen, dtype=torch.float64)
     noise = GaussianNoise.from_data(torch.rand(20, 1, 6, 6, generator=gen, dtype=torch.float64))
-    opts = {"noise": noise, "max_iter": 10, "progress": False}
+    opts = {"reference": ref(noise), "max_iter": 10, "progress": False}
     exp = provex.explain(tiny_model, x, "mr-rde", rates=[3, 9, 20], **opts)
     maps = exp.info["maps"]
     assert maps.shape == (3, 2, 1, 6, 6) and exp.info["rates"] == [3, 9, 20]
@@ -346,7 +389,7 @@ def test_ord_rde_reaches_the_qp_optimum_on_a_linear_model() -> None:
         x,
         "ord-rde",
         target=0,
-        noise=noise,
+        reference=ref(noise),
         grid=None,
         stochastic=False,
         step="2/(t+2)",
@@ -395,9 +438,8 @@ def test_l_rde_reaches_the_closed_form_minimiser() -> None:
     x = torch.rand(1, 1, 3, 3, generator=gen, dtype=torch.float64)
     model = linear_model(9, seed=4)
     v = torch.rand(1, 3, 3, generator=gen, dtype=torch.float64) + 0.5
-    noise = GaussianNoise(x[0].clone(), v)
     mu = 0.02
-    exp = provex.explain(model, x, "l-rde", target=0, mu=mu, noise=noise, max_iter=1000, tol=0.0, progress=False)
+    exp = provex.explain(model, x, "l-rde", target=0, mu=mu, reference=Reference(x[0], v), max_iter=1000, tol=0.0)
     phi = float(model(x)[0, 0].detach())
     a = model[1].weight[0].detach().square() * v.flatten()
     s_true = (1 - mu * phi**2 / 9 / a).clamp(0, 1)
@@ -437,23 +479,37 @@ def test_cli_mr_rde_png_shows_each_rate_beside_the_mean(tmp_path) -> None:
         ("rc-rde", {"rate": 0}, "rate must be in 1..784"),
         ("rc-rde", {"rate": 785}, "rate must be in 1..784"),
         ("rc-rde", {"rate": 2.5}, "rate must be a whole number"),
+        ("rc-rde", {"rate": 1.0 + 1e-9}, "rate must be a whole number"),
+        ("rc-rde", {"rate": -0.5}, "rate must be a whole number"),
         ("rc-rde", {"rate": 197, "grid": 2}, "rate must be in 1..196"),
-        ("rc-rde", {"grid": 5}, "grid=5 does not divide"),
+        ("rc-rde", {"grid": 0}, "grid must be a positive integer"),
+        ("rc-rde", {"grid": "big"}, "grid must be a positive integer"),
+        ("rc-rde", {"init": "ones"}, "init must be one of"),
+        ("rc-rde", {"init": "identity"}, "init must be 'zeros' or 'gradient'"),
+        ("ord-rde", {"init": "zeros"}, "init must be 'identity' or 'gradient'"),
+        ("rc-rde", {"reference": 3}, "reference must be a provex.Reference"),
+        ("rc-rde", {"reference": "/no/such/file.safetensors"}, "reference: no such file"),
+        ("rc-rde", {"seed": -1}, "seed must be non-negative"),
+        ("rc-rde", {"seed": [0, 1]}, "seed has 2 entries for 1 images"),
+        ("rc-rde", {"fixed_noise": 1}, "fixed_noise must be True, False or None"),
+        ("rc-rde", {"tol": float("nan")}, "tol must be a non-negative number"),
+        ("l-rde", {"momentum": 1.0}, "momentum must be in"),
         ("mr-rde", {"rates": []}, "rates must be a non-empty"),
         ("mr-rde", {"rates": [50, 50]}, "rates must be distinct"),
         ("mr-rde", {"rates": [0, 10]}, "rates must be in 1..784"),
         ("rc-rde", {"distortion": "exact"}, "distortion must be one of"),
         ("rc-rde", {"distortion": "mc", "n_samples": 0}, "n_samples must be a positive integer"),
         ("rc-rde", {"step": "armijo"}, "step must be one of"),
-        ("rc-rde", {"distortion": "mc", "step": "monotone"}, "deterministic"),
+        ("rc-rde", {"distortion": "mc", "fixed_noise": False, "step": "monotone"}, "deterministic"),
         ("rc-rde", {"batch_size": 0}, "batch_size must be a positive integer"),
         ("rc-rde", {"max_iter": -1}, "max_iter must be a non-negative integer"),
         ("rc-rde", {"tol": -1.0}, "tol must be a non-negative number"),
-        ("rc-rde", {"noise": "uniform"}, "noise must be 'per-pixel', 'global'"),
+        ("rc-rde", {"noise": "uniform"}, "noise must be 'per-pixel' or 'global'"),
         ("l-rde", {"mu": -1.0}, "mu must be a non-negative number"),
         ("l-rde", {"init": 2.0}, "init must be in"),
         ("ord-rde", {"rates_per_iter": 0}, "rates_per_iter must be an integer in 1..195"),
-        ("ord-rde", {"grid": 3}, "grid=3 does not divide"),
+        ("ord-rde", {"grid": 1, "max_components": 100}, "exceeds max_components = 100"),
+        ("ord-rde", {"max_components": 1}, "max_components must be an integer >= 2"),
     ],
 )
 def test_bad_options_name_the_argument(mnist_model: nn.Module, mnist_samples, method, options, match) -> None:
@@ -506,3 +562,234 @@ def test_adf_tracks_monte_carlo_across_masks(mnist_model: nn.Module, mnist_sampl
     corr = torch.corrcoef(torch.stack([adf.log(), val.log()]))[0, 1]
     assert float(corr) > 0.95
     assert float((adf / val - 1).abs().median()) < 0.1
+
+
+# ----- round 2: ADF beyond Conv/Linear/ReLU/AvgPool, "auto", references, seeds, rates, budgets -----
+
+
+def _mc_moments(layer: nn.Module, mean: torch.Tensor, var: torch.Tensor, draws: int = 200_000):
+    """Monte Carlo mean and variance of ``layer(y)``, y ~ N(mean, diag(var)) (float64)."""
+    gen = torch.Generator().manual_seed(11)
+    y = mean + var.sqrt() * torch.randn(draws, *mean.shape[1:], generator=gen, dtype=torch.float64)
+    with torch.no_grad():
+        out = layer(y)
+    return out.mean(0, keepdim=True), out.var(0, keepdim=True), out.var(0, keepdim=True) / draws
+
+
+def _batchnorm(channels: int, seed: int) -> nn.BatchNorm2d:
+    gen = torch.Generator().manual_seed(seed)
+    bn = nn.BatchNorm2d(channels).double()
+    with torch.no_grad():
+        bn.running_mean.copy_(torch.randn(channels, generator=gen, dtype=torch.float64))
+        bn.running_var.copy_(torch.rand(channels, generator=gen, dtype=torch.float64) + 0.2)
+        bn.weight.copy_(torch.randn(channels, generator=gen, dtype=torch.float64))
+        bn.bias.copy_(torch.randn(channels, generator=gen, dtype=torch.float64))
+    return bn.eval()
+
+
+@pytest.mark.parametrize(
+    "layer",
+    [
+        pytest.param(lambda: _batchnorm(3, 0), id="batchnorm"),
+        pytest.param(lambda: nn.Sequential(nn.Dropout(0.5), nn.Dropout2d(0.3)).eval(), id="dropout"),
+        pytest.param(lambda: nn.Identity(), id="identity"),
+        pytest.param(lambda: nn.AdaptiveAvgPool2d((2, 3)), id="adaptive-avgpool"),
+        pytest.param(lambda: nn.AdaptiveAvgPool2d(1), id="global-avgpool"),
+    ],
+)
+def test_new_adf_layers_match_monte_carlo_moments(layer) -> None:
+    """Each newly converted layer is linear: its ADF moments (both modes) equal the exact moments,
+    checked against 2e5 Monte Carlo draws (mean within 5 standard errors, variance within 2%)."""
+    module = layer()
+    gen = torch.Generator().manual_seed(1)
+    mean = torch.randn(1, 3, 4, 6, generator=gen, dtype=torch.float64)
+    var = torch.rand(1, 3, 4, 6, generator=gen, dtype=torch.float64) + 0.1
+    mc_mean, mc_var, se2 = _mc_moments(module, mean, var)
+    diag_mean, diag_var = to_adf(nn.Sequential(module))(mean, var)
+    assert bool(((diag_mean - mc_mean).abs() <= 5 * se2.sqrt() + 1e-12).all())
+    torch.testing.assert_close(diag_var, mc_var, rtol=0.02, atol=1e-12)
+    root = torch.diag_embed(var.sqrt().flatten(1)).view(*mean.shape, mean[0].numel())
+    low_mean, low_root = to_adf(nn.Sequential(module), mode="lowrank")(mean, root)
+    torch.testing.assert_close(low_mean, diag_mean, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(low_root.square().sum(-1), diag_var, rtol=1e-10, atol=1e-12)
+
+
+def test_batchnorm_converts_to_its_exact_affine_map() -> None:
+    bn = _batchnorm(4, 2)
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(5, 4, 3, 3, generator=gen, dtype=torch.float64)
+    v = torch.rand(5, 4, 3, 3, generator=gen, dtype=torch.float64)
+    mean, var = to_adf(nn.Sequential(bn))(x, v)
+    a = bn.weight / (bn.running_var + bn.eps).sqrt()
+    torch.testing.assert_close(mean, bn(x), rtol=1e-12, atol=1e-12)  # the model's own output
+    torch.testing.assert_close(var, v * a.view(1, 4, 1, 1).square(), rtol=1e-12, atol=0)
+    # in a network the twin reproduces the model without noise (up to ReLU's variance floor)
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv2d(4, 6, 3, padding=1), _batchnorm(6, 4), nn.ReLU(), nn.Dropout(0.2),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 3),
+    ).double().eval()  # fmt: skip
+    torch.testing.assert_close(to_adf(net)(x, torch.zeros_like(x))[0], net(x), rtol=0, atol=1e-3)
+    # training mode or batch statistics cannot be converted
+    train_bn = _batchnorm(4, 5).train()
+    with pytest.raises(ValueError, match="training mode"):
+        to_adf(nn.Sequential(train_bn))
+    with pytest.raises(ValueError, match="track_running_stats=False"):
+        to_adf(nn.Sequential(nn.BatchNorm2d(4, track_running_stats=False).eval()))
+
+
+def small_rgb_cnn(maxpool: bool) -> nn.Module:
+    """The issue's new user's model: 3 channels, BatchNorm, and MaxPool or AvgPool."""
+    torch.manual_seed(0)
+    pool = nn.MaxPool2d(2) if maxpool else nn.AvgPool2d(2)
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), pool,
+        nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(32, 4),
+    ).eval()  # fmt: skip
+
+
+@pytest.mark.parametrize("method", ["rc-rde", "mr-rde", "ord-rde", "l-rde"])
+def test_every_rde_method_runs_on_a_new_users_cnn(method: str) -> None:
+    """BatchNorm + AvgPool converts (ADF); MaxPool goes to Monte Carlo; both are recorded."""
+    x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    reference = Reference(torch.full((3, 16, 16), 0.5), torch.full((3, 16, 16), 1 / 12))
+    for maxpool, kind in ((False, "adf"), (True, "mc")):
+        exp = provex.explain(small_rgb_cnn(maxpool), x, method, reference=reference, max_iter=3, progress=False)
+        assert exp.relevance.shape == x.shape and bool(torch.isfinite(exp.relevance).all())
+        assert exp.info["distortion_kind"] == kind and exp.info["distortion_reason"].startswith("auto:")
+        assert ("MaxPool2d" in exp.info["distortion_reason"]) == maxpool
+        assert exp.info["reference"]["digest"] == reference.digest() and exp.info["model_calls"] > 0
+
+
+def test_auto_falls_back_when_the_twin_cannot_follow_the_model() -> None:
+    """An adaptive pool with a fractional ratio converts layer by layer but fails on the images."""
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.AdaptiveAvgPool2d(3), nn.Flatten(), nn.Linear(18, 2)).eval()
+    x = torch.rand(1, 1, 7, 7, generator=torch.Generator().manual_seed(0))  # 5x5 feature maps -> 3x3
+    reference = Reference(torch.zeros(1, 7, 7), torch.ones(1, 7, 7))
+    exp = provex.explain(model, x, "rc-rde", reference=reference, max_iter=1, progress=False)
+    assert exp.info["distortion_kind"] == "mc" and "not an integer ratio" in exp.info["distortion_reason"]
+    with pytest.raises(ValueError, match="distortion='adf': the ADF twin fails"):
+        provex.explain(model, x, "rc-rde", distortion="adf", reference=reference, max_iter=1, progress=False)
+
+
+def test_fraction_rates_and_maps_at_input_resolution(mnist_model: nn.Module, mnist_samples) -> None:
+    x = mnist_samples[0][:1]
+    exp = provex.explain(mnist_model, x, "rc-rde", rate=0.05, max_iter=3, progress=False)
+    assert exp.info["rate"] == round(0.05 * 784) == 39
+    exp = provex.explain(mnist_model, x, "mr-rde", rates=[0.1, 50], grid=3, max_iter=2, progress=False)
+    assert exp.info["components"] == 100 and exp.info["rates"] == [10, 50]
+    assert exp.relevance.shape == (1, 1, 28, 28)
+    maps = exp.info["maps"][0, 0, 0]
+    assert bool((maps[27, 27] == maps[27:, 27:]).all()) and bool((maps[:3, :3] == maps[0, 0]).all())
+    with pytest.raises(ValueError, match="rates must be distinct numbers of components"):
+        provex.explain(mnist_model, x, "mr-rde", rates=[0.5, 392], max_iter=1, progress=False)
+
+
+def test_without_reference_each_image_uses_its_own_statistics(tiny_model: nn.Module) -> None:
+    gen = torch.Generator().manual_seed(12)
+    x = torch.rand(3, 1, 6, 6, generator=gen, dtype=torch.float64)
+    x[1] = 0.5 + 0.1 * x[1]
+    with pytest.warns(ReferenceWarning, match="each image's own per-channel"):
+        exp = provex.explain(tiny_model, x, "rc-rde", rate=5, max_iter=3, progress=False)
+    assert exp.info["reference"]["per_image"] and exp.info["reference"]["source"].startswith("per-image")
+    dist = ADFDistortion(
+        tiny_model,
+        x,
+        exp.target,
+        GaussianNoise.from_reference(Reference.per_image_statistics(x)),
+        Components((1, 6, 6)),
+    )
+    d, _ = dist(exp.relevance.flatten(1), torch.arange(3), False)
+    torch.testing.assert_close(d, exp.info["distortion"], rtol=1e-9, atol=1e-12)
+
+
+def test_noise_gaussian_is_a_deprecated_alias_of_reference(tiny_model: nn.Module) -> None:
+    gen = torch.Generator().manual_seed(13)
+    x = torch.rand(2, 1, 6, 6, generator=gen, dtype=torch.float64)
+    noise = GaussianNoise.from_data(torch.rand(20, 1, 6, 6, generator=gen, dtype=torch.float64))
+    new = provex.explain(tiny_model, x, "rc-rde", rate=6, reference=ref(noise), max_iter=5, progress=False)
+    with pytest.warns(DeprecationWarning, match="noise=GaussianNoise"):
+        old = provex.explain(tiny_model, x, "rc-rde", rate=6, noise=noise, max_iter=5, progress=False)
+    assert torch.equal(new.relevance, old.relevance)
+    glob = provex.explain(tiny_model, x, "rc-rde", rate=6, reference=ref(noise), noise="global", max_iter=5)
+    with pytest.warns(DeprecationWarning):
+        old_glob = provex.explain(tiny_model, x, "rc-rde", rate=6, noise=noise.global_scalar(), max_iter=5)
+    torch.testing.assert_close(glob.relevance, old_glob.relevance, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("method", ["rc-rde", "mr-rde", "ord-rde", "l-rde"])
+@pytest.mark.parametrize("kind", ["adf", "mc"])
+def test_an_image_gets_the_same_explanation_alone_and_in_any_batch(tiny_model, method: str, kind: str) -> None:
+    gen = torch.Generator().manual_seed(14)
+    x = torch.rand(5, 1, 6, 6, generator=gen, dtype=torch.float64)
+    opts = {"distortion": kind, "max_iter": 6, "progress": False, "seed": 3}
+    opts.update({"rc-rde": {"rate": 9}, "mr-rde": {"rates": [4, 12]}, "ord-rde": {"grid": 2}, "l-rde": {}}[method])
+    if kind == "mc":
+        opts["n_samples"] = 4
+        if method in ("rc-rde", "mr-rde"):
+            opts["fixed_noise"] = False  # fresh draws at every iteration: the hardest case
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ReferenceWarning)  # each image's own statistics: the per-image case
+        batch = provex.explain(tiny_model, x, method, **opts)
+        for i in (0, 2, 4):
+            alone = provex.explain(tiny_model, x[i : i + 1], method, target=batch.target[i : i + 1], **opts)
+            torch.testing.assert_close(alone.relevance[0], batch.relevance[i], rtol=1e-7, atol=1e-9)
+            if method == "ord-rde":
+                assert torch.equal(alone.ordering[0], batch.ordering[i])
+        # a per-image seed list gives image i the stream of seed[i], wherever it sits
+        seeds = [3, 4, 5, 6, 7]
+        listed = provex.explain(tiny_model, x, method, **{**opts, "seed": seeds})
+        alone = provex.explain(tiny_model, x[1:2], method, target=batch.target[1:2], **{**opts, "seed": [4]})
+        torch.testing.assert_close(alone.relevance[0], listed.relevance[1], rtol=1e-7, atol=1e-9)
+
+
+def test_budget_levers_reach_the_optimum_of_a_small_problem(tiny_model: nn.Module) -> None:
+    """On n = 9 components (3x3 blocks of a 6x6 image) and a fixed bank of draws the objective is
+    deterministic: the default Monte Carlo solver (gradient start, <= 50 monotone iterations,
+    relative-gap stop) must reach the optimum that brute force over every vertex and a
+    500-iteration run from s = 0 give, at a fraction of their cost."""
+    gen = torch.Generator().manual_seed(15)
+    x = torch.rand(1, 1, 6, 6, generator=gen, dtype=torch.float64)
+    reference = Reference(
+        torch.full((1, 6, 6), 0.5, dtype=torch.float64), torch.full((1, 6, 6), 0.2, dtype=torch.float64)
+    )
+    common = {"rate": 3, "grid": 2, "distortion": "mc", "n_samples": 16, "reference": reference, "progress": False}
+    fast = provex.explain(tiny_model, x, "rc-rde", **common)
+    long = provex.explain(tiny_model, x, "rc-rde", init="zeros", max_iter=500, tol=0.0, **common)  # stops at 430
+    assert fast.info["init"] == "gradient" and fast.info["fixed_noise"] and fast.info["step"] == "monotone"
+    dist = MonteCarloDistortion(
+        tiny_model,
+        x,
+        fast.target,
+        GaussianNoise.from_reference(reference),
+        Components((1, 6, 6), 2),
+        16,
+        seed=0,
+        fixed=True,
+    )
+    vertices = torch.tensor([[float(b) for b in f"{v:09b}"] for v in range(512) if bin(v).count("1") <= 3])
+    with torch.no_grad():
+        brute = float(dist(vertices.double(), torch.zeros(len(vertices), dtype=torch.long), False)[0].min())
+        d_fast = float(dist(fast.relevance[:, :, ::2, ::2].flatten(1), torch.tensor([0]), False)[0])
+    d_long = float(long.info["distortion"][0])
+    assert d_fast == pytest.approx(float(fast.info["distortion"][0]), rel=1e-12)  # the same bank of draws
+    assert d_long <= brute * (1 + 1e-6)  # FW may beat the best vertex (interior optimum), never lose to it
+    assert d_fast <= d_long * 1.01 + 1e-9, (d_fast, d_long, brute)
+    assert fast.info["model_calls"] < 0.25 * long.info["model_calls"]
+
+
+@pytest.mark.parametrize("method", ["rc-rde", "mr-rde", "ord-rde", "l-rde"])
+def test_monte_carlo_memory_is_bounded_by_batch_size(tiny_model: nn.Module, method: str) -> None:
+    """No model pass sees more than max(batch_size, n_samples) inputs, whatever the number of images."""
+    sizes: list[int] = []
+    hook = tiny_model.register_forward_pre_hook(lambda m, args: sizes.append(args[0].shape[0]))
+    x = torch.rand(12, 1, 6, 6, generator=torch.Generator().manual_seed(16), dtype=torch.float64)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ReferenceWarning)
+            provex.explain(
+                tiny_model, x, method, distortion="mc", n_samples=4, batch_size=8, max_iter=2, progress=False
+            )
+    finally:
+        hook.remove()
+    assert max(sizes[2:]) <= 8  # after the explain() and logits passes over the 12 images

@@ -21,7 +21,7 @@ import torch
 import provex
 from provex import models
 from provex.data.samples import samples
-from provex.rde.noise import GaussianNoise
+from provex.reference import Reference
 
 
 def main(argv: list[str]) -> int:
@@ -35,9 +35,9 @@ def main(argv: list[str]) -> int:
     x = x[:images]
     lo, hi = float(x.min()), float(x.max())
     shape = tuple(x.shape[1:])
-    noise = GaussianNoise(torch.full(shape, (lo + hi) / 2), torch.full(shape, (hi - lo) ** 2 / 12))
+    reference = Reference(torch.full(shape, (lo + hi) / 2), torch.full(shape, (hi - lo) ** 2 / 12))
     for name in names:
-        exp = provex.explain(model, x, name, noise=noise)
+        exp = provex.explain(model, x, name, reference=reference)
         exp.save(out / "maps" / f"{name}.pt")
         print(f"{name}: {exp.info['seconds']:.1f} s")
     return 0

@@ -25,7 +25,9 @@ After the call it records the cost keys every method has (see ``notes/convention
   ``model`` for the duration of the call (a forward, or a forward+backward, of one image
   counts 1; the prediction pass counts too). Passes through a *converted copy* of the model
   (an ADF twin, a rewritten graph for LRP) do not reach that hook: the method reports them
-  as ``info["model_calls_converted"]`` (an int) and the registry adds them in.
+  as ``info["model_calls_converted"]`` (an int) and the registry adds them in (the RDE
+  methods' ``info["model_calls_adf"]``, inputs through their ADF twin, counts the same way:
+  :data:`CONVERTED_CALL_KEYS`). A ``model_calls`` a method set itself is replaced.
 * ``info["seconds"]``: wall time of the whole ``explain`` call.
 * ``info["options"]``: every option with the value used.
 
@@ -48,13 +50,27 @@ from torch import nn
 from provex.checks import check_images, check_logits, resolve_target
 from provex.explanation import Explanation
 
-__all__ = ["CHEAP_VOCABULARY", "MethodSpec", "explain", "get_method", "methods", "model_dtype", "register_method"]
+__all__ = [
+    "CHEAP_VOCABULARY",
+    "CONVERTED_CALL_KEYS",
+    "MethodSpec",
+    "explain",
+    "get_method",
+    "methods",
+    "model_dtype",
+    "register_method",
+]
 
 MethodFn = Callable[..., Explanation]
 
 CHEAP_VOCABULARY: dict[str, Any] = {"max_iter": 3, "n_samples": 8, "progress": False}
 """Options of the shared vocabulary that make any method's call cheap (used where a method
 registered no ``cheap_options`` of its own): few iterations, few draws, no progress bar."""
+
+
+CONVERTED_CALL_KEYS = ("model_calls_converted", "model_calls_adf")
+"""``info`` keys a method uses for inputs it ran through a converted copy of the model (not
+through ``model`` itself); the registry adds them to the hooked count."""
 
 
 @dataclass(frozen=True)
@@ -313,8 +329,8 @@ def explain(
         exp.relevance = exp.relevance.to(x.dtype)
     if exp.maps:
         exp.maps = {k: v.to(x.dtype) for k, v in exp.maps.items()}
-    converted = exp.info.get("model_calls_converted", 0)
-    exp.info["model_calls"] = int(calls[0]) + int(converted)
+    converted = sum(int(exp.info.get(k, 0) or 0) for k in CONVERTED_CALL_KEYS)
+    exp.info["model_calls"] = int(calls[0]) + converted
     exp.info["seconds"] = time.perf_counter() - start
     exp.info.setdefault("options", {**spec.options, **options})
     return exp

@@ -13,6 +13,7 @@ BENCHMARKS: dict[str, str] = {
     "betting": "provex.benchmarks.betting",
     "lpn": "provex.benchmarks.lpn",
     "ordering": "provex.benchmarks.relevance_ordering",
+    "own-model": "provex.benchmarks.own_model",
     "unseen-models": "provex.benchmarks.unseen_models",
     "explain-cost": "provex.benchmarks.explain_cost",
     "batch-independence": "provex.benchmarks.batch_independence",

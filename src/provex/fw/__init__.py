@@ -17,6 +17,11 @@ Pieces:
   rule ``2^-N / sqrt(t+1)``.
 - :mod:`provex.fw.solver`: :func:`frank_wolfe`, deterministic or stochastic (gradients
   averaged with momentum), the FW dual gap as stopping criterion, per-problem stopping.
+- :mod:`provex.fw.projected`: :func:`projected_gradient` over the box (momentum, backtracking
+  line search; L-RDE's solver).
+- :mod:`provex.fw.driver`: the one iteration loop all of them (and the plug-and-play solvers of
+  :mod:`provex.inverse`) run on: active set, history, timing, callback, finiteness check,
+  and the one result type :class:`SolverResult`.
 
 Example (three problems, each a quadratic over the 2-sparse polytope)::
 
@@ -29,8 +34,13 @@ Example (three problems, each a quadratic over the 2-sparse polytope)::
     res.x, res.objective[-1], res.gap[-1]
 """
 
+import warnings
+from typing import Any
+
+from provex.fw.driver import SolverResult, Step, check_finite, iterate
 from provex.fw.lmo import LMO, Birkhoff, Box, KSparseNonNegative, Simplex
-from provex.fw.solver import FWResult, Objective, dual_gap, frank_wolfe, momentum_weight
+from provex.fw.projected import projected_gradient
+from provex.fw.solver import Objective, dual_gap, frank_wolfe, momentum_weight
 from provex.fw.steps import STEP_RULES, resolve_step, step_size
 
 __all__ = [
@@ -38,13 +48,24 @@ __all__ = [
     "STEP_RULES",
     "Birkhoff",
     "Box",
-    "FWResult",
     "KSparseNonNegative",
     "Objective",
     "Simplex",
+    "SolverResult",
+    "Step",
+    "check_finite",
     "dual_gap",
     "frank_wolfe",
+    "iterate",
     "momentum_weight",
+    "projected_gradient",
     "resolve_step",
     "step_size",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "FWResult":  # renamed (one result type for every solver); kept for one release
+        warnings.warn("provex.fw.FWResult is deprecated; use provex.fw.SolverResult", DeprecationWarning, stacklevel=2)
+        return SolverResult
+    raise AttributeError(f"module 'provex.fw' has no attribute {name!r}")

@@ -16,19 +16,17 @@ Problems that have stopped are no longer evaluated, so the batch shrinks as they
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Protocol
 
 import torch
-from tqdm.auto import tqdm
 
+from provex.fw.driver import SolverResult, Step, check_finite, iterate
 from provex.fw.lmo import LMO
 from provex.fw.steps import resolve_step, step_size
 
-__all__ = ["FWResult", "Objective", "check_finite_objective", "dual_gap", "frank_wolfe", "momentum_weight"]
+__all__ = ["Objective", "check_finite_objective", "dual_gap", "frank_wolfe", "momentum_weight"]
 
 MAX_HALVINGS = 40  # monotone rule: a problem whose step fell below 2^-40 stops
 
@@ -44,26 +42,6 @@ class Objective(Protocol):
     ) -> tuple[torch.Tensor, torch.Tensor | None]: ...
 
 
-@dataclass
-class FWResult:
-    """Solution and diagnostics of a batched Frank-Wolfe run (one row / column per problem).
-
-    ``objective`` (T+1, P) is the objective at every iterate as the solver saw it (noisy for
-    a stochastic objective); ``gap`` (T, P) the FW dual gap at each iteration (for stopped
-    problems the last value is repeated); ``iterations`` (P,) the steps each problem took;
-    ``times`` (T+1,) the wall-clock seconds at which each iterate was reached.
-    """
-
-    x: torch.Tensor
-    objective: torch.Tensor
-    gap: torch.Tensor
-    iterations: torch.Tensor
-    evaluations: int
-    seconds: float
-    times: torch.Tensor | None = None  # (T+1,) seconds since the start at each iterate
-    extra: dict = field(default_factory=dict)
-
-
 def dual_gap(grad: torch.Tensor, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """Frank-Wolfe gap ``<grad, x - v>`` per problem (first dimension)."""
     return (grad * (x - v)).flatten(1).sum(1)
@@ -75,11 +53,8 @@ def momentum_weight(t: int) -> float:
 
 
 def check_finite_objective(f: torch.Tensor, index: torch.Tensor, t: int) -> None:
-    bad = ~torch.isfinite(f)
-    if bool(bad.any()):
-        raise ValueError(
-            f"objective is not finite (NaN/inf) at iteration {t} for problem(s) {index[bad].tolist()[:10]}"
-        )
+    """``ValueError`` if an objective value is NaN/inf (names the iteration and problems)."""
+    check_finite(f, index, t)
 
 
 def frank_wolfe(
@@ -96,7 +71,7 @@ def frank_wolfe(
     progress: bool = False,
     desc: str = "Frank-Wolfe",
     callback: Callable[[int, torch.Tensor], None] | None = None,
-) -> FWResult:
+) -> SolverResult:
     """Minimise P independent problems ``objective`` over the set of ``lmo`` from ``x0`` (P, ...).
 
     Args:
@@ -108,89 +83,76 @@ def frank_wolfe(
         momentum: constant ``beta`` for the averaging (default: the decaying schedule); also
             usable with a deterministic objective.
         callback: ``callback(t, x)`` after every iteration ``t`` (x: all problems, do not modify).
+
+    ``info["factor"]`` holds each problem's halving count of the monotone rule; a problem
+    whose step underflows (``MAX_HALVINGS``) stops without counting as converged.
     """
     rule = resolve_step(step)
     if rule == "monotone" and stochastic:
         raise ValueError("step='monotone' needs a deterministic objective; use '1/sqrt(t+1)' or '2/(t+2)'")
-    if max_iter < 0:
+    if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 0:
         raise ValueError(f"max_iter must be >= 0, got {max_iter}")
     if momentum is not None and not 0.0 <= momentum < 1.0:
         raise ValueError(f"momentum must be in [0, 1), got {momentum}")
+    tol_in = torch.as_tensor(tol)
+    if not rtol >= 0 or bool((~(tol_in >= 0)).any()):
+        raise ValueError(f"tol and rtol must be >= 0, got tol={tol}, rtol={rtol}")
     start = time.perf_counter()
     x = x0.detach().clone()
     p = x.shape[0]
     dev = x.device
     everyone = torch.arange(p, device=dev)
-    if rtol < 0 or bool((torch.as_tensor(tol) < 0).any()):
-        raise ValueError(f"tol and rtol must be >= 0, got tol={tol}, rtol={rtol}")
     f, g = objective(x, everyone, True)
-    evaluations = 1
-    check_finite_objective(f, everyone, 0)
+    check_finite(f, everyone, 0)
     tol_t = torch.as_tensor(tol, dtype=x.dtype, device=dev).expand(p) + rtol * f.detach().abs()
     f = f.detach().clone()
     d = g.detach().clone()
     averaging = stochastic or momentum is not None
-    active = torch.ones(p, dtype=torch.bool, device=dev)
     factor = torch.zeros(p, dtype=torch.long, device=dev)
-    iterations = torch.zeros(p, dtype=torch.long, device=dev)
-    gap = torch.full((p,), math.inf, dtype=x.dtype, device=dev)
-    hist_f, hist_gap, times = [f.clone()], [], [time.perf_counter() - start]
-    bar = tqdm(range(max_iter), desc=desc, disable=not progress, leave=False)
-    for t in bar:
-        idx = everyone if bool(active.all()) else active.nonzero().squeeze(1)
-        if idx.numel() == 0:
-            break
+    shape = (-1,) + (1,) * (x.ndim - 1)
+
+    def one(t: int, idx: torch.Tensor) -> Step:
         xa, da = x[idx], d[idx]
         v = lmo(da, idx)
-        direction = v - xa
-        gap_a = -(da * direction).flatten(1).sum(1)
-        gap[idx] = gap_a
+        gap_a = dual_gap(da, xa, v)
         go = gap_a > tol_t[idx]
-        if not bool(go.all()):
-            active[idx[~go]] = False
-            idx, xa, direction = idx[go], xa[go], direction[go]
-            if idx.numel() == 0:
-                hist_gap.append(gap.clone())
-                hist_f.append(f.clone())
-                times.append(time.perf_counter() - start)
-                break
-        shape = (-1,) + (1,) * (x.ndim - 1)
-        gamma = step_size(rule, t, factor[idx]).to(x.dtype).view(shape) if rule == "monotone" else step_size(rule, t)
-        x_new = xa + gamma * direction
-        f_new, g_new = objective(x_new, idx, True)
-        evaluations += 1
-        check_finite_objective(f_new, idx, t + 1)
+        stuck = torch.zeros_like(go)
+        if not bool(go.any()):
+            return Step(gap_a, f[idx], moved=go, done=~go, stuck=stuck, evaluations=0)
+        sub, xs, direction = idx[go], xa[go], (v - xa)[go]
+        monotone = rule == "monotone"
+        gamma = step_size(rule, t, factor[sub]).to(x.dtype).view(shape) if monotone else step_size(rule, t)
+        x_new = xs + gamma * direction
+        f_new, g_new = objective(x_new, sub, True)
+        evals = 1
+        check_finite(f_new, sub, t + 1)
         if rule == "monotone":
-            x_new, f_new, g_new, extra_evals = _monotone_backtrack(
-                objective, t, idx, xa, direction, f[idx], x_new, f_new, g_new, factor
+            x_new, f_new, g_new, extra = _monotone_backtrack(
+                objective, t, sub, xs, direction, f[sub], x_new, f_new, g_new, factor
             )
-            evaluations += extra_evals
-            active[idx[factor[idx] >= MAX_HALVINGS]] = False
-        x[idx] = x_new
-        f[idx] = f_new.detach()
+            evals += extra
+            stuck[go] = factor[sub] >= MAX_HALVINGS
+        x[sub] = x_new
+        f[sub] = f_new.detach()
         if averaging:
             w = (1.0 - momentum) if momentum is not None else momentum_weight(t + 1)
-            d[idx] = (1.0 - w) * d[idx] + w * g_new.detach()
+            d[sub] = (1.0 - w) * d[sub] + w * g_new.detach()
         else:
-            d[idx] = g_new.detach()
-        iterations[idx] += 1
-        hist_f.append(f.clone())
-        hist_gap.append(gap.clone())
-        times.append(time.perf_counter() - start)
-        if callback is not None:
-            callback(t, x)
-        if progress and t % 10 == 0:
-            bar.set_postfix(objective=f"{float(f.mean()):.4g}", active=int(idx.numel()))
-    bar.close()
-    return FWResult(
-        x=x,
-        objective=torch.stack(hist_f),
-        gap=torch.stack(hist_gap) if hist_gap else torch.empty(0, p, dtype=x.dtype, device=dev),
-        iterations=iterations,
-        evaluations=evaluations,
-        seconds=time.perf_counter() - start,
-        times=torch.tensor(times, dtype=torch.float64),
-        extra={"factor": factor},
+            d[sub] = g_new.detach()
+        return Step(gap_a, f[idx], moved=go, done=~go, stuck=stuck, evaluations=evals)
+
+    return iterate(
+        one,
+        x,
+        f,
+        max_iter=max_iter,
+        evaluations=1,
+        progress=progress,
+        desc=desc,
+        callback=callback,
+        gap_name="FW gap",
+        info={"factor": factor},
+        start=start,
     )
 
 
@@ -233,7 +195,7 @@ def _monotone_backtrack(
         trial = xa[pos] + gamma * direction[pos]
         f_trial, g_trial = objective(trial, idx[pos], True)
         evals += 1
-        check_finite_objective(f_trial, idx[pos], t + 1)
+        check_finite(f_trial, idx[pos], t + 1)
         x_new[pos], f_new[pos], g_new[pos] = trial, f_trial.detach(), g_trial.detach()
         pos = pos[f_trial > f_old[pos]]
     return x_new, f_new, g_new, evals

@@ -54,7 +54,7 @@ from provex.inverse.operators import (
     RandomInpainting,
     make_operator,
 )
-from provex.inverse.pnp import PnPResult, check_step_size, pnp_admm, pnp_pgd
+from provex.inverse.pnp import check_step_size, pnp_admm, pnp_pgd
 from provex.inverse.prior import InversionError, PriorResult, evaluate_prior
 from provex.inverse.train import TrainResult, laplace_qmc_sampler, laplace_sampler, tensor_sampler, train_lpn
 from provex.inverse.tv import tv_reconstruct
@@ -68,7 +68,6 @@ __all__ = [
     "GaussianBlur",
     "InversionError",
     "LinearOperator",
-    "PnPResult",
     "PriorResult",
     "RandomInpainting",
     "Stage",
@@ -92,3 +91,11 @@ __all__ = [
     "train_lpn",
     "tv_reconstruct",
 ]
+
+
+def __getattr__(name: str) -> object:
+    if name == "PnPResult":  # deprecated alias of provex.fw.SolverResult, kept for one release
+        from provex.inverse import pnp
+
+        return pnp.__getattr__(name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

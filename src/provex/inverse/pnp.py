@@ -13,45 +13,43 @@ For measurements y = A x + noise:
   prior's weight. No step-size condition is checked for ADMM; convergence is measured.
 
 Both start at ``x0`` or, by default, at ``op.initial_guess(y)`` (A^T y; a normalised-convolution
-fill for inpainting). Both return a :class:`PnPResult` with the per-iteration, per-image residuals (relative change of
-the iterate; for ADMM also the primal residual ||x - z||), so convergence can be reported.
+fill for inpainting). Both run on the solver driver of :mod:`provex.fw.driver` and return its
+:class:`~provex.fw.SolverResult`: ``gap`` holds the per-iteration, per-image relative change of
+the iterate (for ADMM ``info["primal_residuals"]`` the primal residual ||x - z||), ``converged``
+the final verdict. Every image iterates until all have converged (as before the driver).
 """
 
 from __future__ import annotations
 
 import math
+import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
+from provex.fw.driver import SolverResult, Step, iterate
 from provex.inverse.lpn import LPN
 from provex.inverse.operators import LinearOperator
 
-__all__ = ["PnPResult", "check_step_size", "pnp_admm", "pnp_pgd"]
+__all__ = ["check_step_size", "pnp_admm", "pnp_pgd"]
 
 Denoiser = Callable[[torch.Tensor], torch.Tensor]
 
 
-@dataclass
-class PnPResult:
-    """Reconstruction ``x`` (N, ...) with per-iteration residuals (iterations, N) and diagnostics."""
-
-    x: torch.Tensor
-    residuals: torch.Tensor  # relative change ||x_k+1 - x_k|| / ||x_k|| per iteration and image
-    converged: torch.Tensor  # (N,) final relative change <= tol
-    iterations: int
-    info: dict[str, Any] = field(default_factory=dict)
+def __getattr__(name: str) -> Any:
+    if name == "PnPResult":  # one result type for every solver; the old name is kept for one release
+        warnings.warn("PnPResult is deprecated; use provex.fw.SolverResult", DeprecationWarning, stacklevel=2)
+        return SolverResult
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _rel_change(new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
     return (new - old).flatten(1).norm(dim=1) / old.flatten(1).norm(dim=1).clamp_min(1e-12)
 
 
-def _check_inputs(y: torch.Tensor, op: LinearOperator, denoiser: Denoiser, iters: int) -> None:
+def _check_inputs(y: torch.Tensor, op: LinearOperator, denoiser: Denoiser, iters: int, tol: float) -> None:
     if not isinstance(op, LinearOperator):
         raise ValueError(f"op must be a provex.inverse.operators.LinearOperator, got {type(op).__name__}")
     op._check(y, op.out_shape, "y", "measurements")
@@ -59,8 +57,24 @@ def _check_inputs(y: torch.Tensor, op: LinearOperator, denoiser: Denoiser, iters
         raise ValueError("y contains NaN or inf values")
     if not callable(denoiser):
         raise ValueError("denoiser must be callable (an LPN or any x -> x map)")
+    if isinstance(iters, bool) or not isinstance(iters, (int, float)) or not math.isfinite(iters):
+        raise ValueError(f"iters must be a positive integer, got {iters}")
     if int(iters) != iters or iters <= 0:
         raise ValueError(f"iters must be a positive integer, got {iters}")
+    if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not (math.isfinite(tol) and tol >= 0):
+        raise ValueError(f"tol must be a non-negative finite number, got {tol}")
+
+
+def _start(y: torch.Tensor, op: LinearOperator, x0: torch.Tensor | None) -> torch.Tensor:
+    """``x0`` (checked: shape and finiteness) or the operator's initial guess."""
+    if x0 is None:
+        return op.initial_guess(y)
+    if not isinstance(x0, torch.Tensor):
+        raise ValueError(f"x0 must be a tensor of images, got {type(x0).__name__}")
+    op._check(x0, op.in_shape, "x0", "images")
+    if not bool(torch.isfinite(x0).all()):
+        raise ValueError("x0 contains NaN or inf values")
+    return x0.clone()
 
 
 def check_step_size(eta: float, op: LinearOperator, force: bool = False) -> float:
@@ -104,24 +118,35 @@ def pnp_pgd(
     tol: float = 1e-4,
     force: bool = False,
     progress: bool = False,
-) -> PnPResult:
+) -> SolverResult:
     """PnP proximal gradient descent; ``eta`` defaults to 0.99 / sigma_max(A)^2 (inside the theorem's range)."""
-    _check_inputs(y, op, denoiser, iters)
+    start = time.perf_counter()
+    _check_inputs(y, op, denoiser, iters, tol)
     bound = 1.0 / op.norm_sq()
     eta = 0.99 * bound if eta is None else float(eta)
     check_step_size(eta, op, force=force)
     _warn_if_not_strongly_convex(denoiser)
-    x = op.initial_guess(y) if x0 is None else x0.clone()
-    op._check(x, op.in_shape, "x0", "images")
-    res = []
-    for _ in tqdm(range(iters), desc="pnp-pgd", disable=not progress):
-        new = _apply(denoiser, x - eta * op.adjoint(op(x) - y))
-        res.append(_rel_change(new, x))
-        x = new
-        if bool((res[-1] <= tol).all()):
-            break
-    r = torch.stack(res)
-    return PnPResult(x, r, r[-1] <= tol, len(res), {"eta": eta, "eta_bound": bound, "method": "pnp-pgd", "tol": tol})
+    x = _start(y, op, x0)
+
+    def one(t: int, idx: torch.Tensor) -> Step:
+        xa, ya = _rows(x, idx), _rows(y, idx)
+        new = _apply(denoiser, xa - eta * op.adjoint(op(xa) - ya))
+        r = _rel_change(new, xa)
+        x[idx] = new
+        return Step(r, done=r <= tol)
+
+    info = {"eta": eta, "eta_bound": bound, "method": "pnp-pgd", "tol": tol}
+    return iterate(
+        one,
+        x,
+        max_iter=int(iters),
+        until="all",
+        progress=progress,
+        desc="pnp-pgd",
+        info=info,
+        start=start,
+        gap_name="relative change",
+    )
 
 
 def pnp_admm(
@@ -133,28 +158,52 @@ def pnp_admm(
     x0: torch.Tensor | None = None,
     tol: float = 1e-4,
     progress: bool = False,
-) -> PnPResult:
-    """PnP-ADMM (scaled form); ``rho`` weights the prior (larger rho, stronger regularisation)."""
-    _check_inputs(y, op, denoiser, iters)
-    if not (rho > 0 and math.isfinite(rho)):
+) -> SolverResult:
+    """PnP-ADMM (scaled form); ``rho`` weights the prior (larger rho, stronger regularisation).
+
+    The result's ``x`` is the denoised iterate ``z``; ``info["primal_residuals"]`` (iterations, N)
+    the relative primal residual ``||x - z|| / ||z||``; an image has converged when both its
+    relative change and its primal residual are ``<= tol``.
+    """
+    start = time.perf_counter()
+    _check_inputs(y, op, denoiser, iters, tol)
+    if isinstance(rho, bool) or not isinstance(rho, (int, float)) or not (rho > 0 and math.isfinite(rho)):
         raise ValueError(f"rho must be positive, got {rho}")
     _warn_if_not_strongly_convex(denoiser)
     aty = op.adjoint(y)
-    z = op.initial_guess(y) if x0 is None else x0.clone()
-    op._check(z, op.in_shape, "x0", "images")
+    z = _start(y, op, x0)
     u = torch.zeros_like(z)
-    res, primal = [], []
-    x = z
-    for _ in tqdm(range(iters), desc="pnp-admm", disable=not progress):
-        x = op.normal_solve(aty + rho * (z - u), rho)
-        z_new = _apply(denoiser, x + u)
-        u = u + x - z_new
-        res.append(_rel_change(z_new, z))
-        primal.append((x - z_new).flatten(1).norm(dim=1) / z_new.flatten(1).norm(dim=1).clamp_min(1e-12))
-        z = z_new
-        if bool((res[-1] <= tol).all()) and bool((primal[-1] <= tol).all()):
-            break
-    r = torch.stack(res)
-    p = torch.stack(primal)
-    conv = (r[-1] <= tol) & (p[-1] <= tol)
-    return PnPResult(z, r, conv, len(res), {"rho": rho, "primal_residuals": p, "method": "pnp-admm", "tol": tol})
+    primal: list[torch.Tensor] = []
+    last = torch.zeros(z.shape[0], dtype=z.dtype, device=z.device)
+
+    def one(t: int, idx: torch.Tensor) -> Step:
+        za, ua = _rows(z, idx), _rows(u, idx)
+        xa = op.normal_solve(_rows(aty, idx) + rho * (za - ua), rho)
+        z_new = _apply(denoiser, xa + ua)
+        u[idx] = ua + xa - z_new
+        r = _rel_change(z_new, za)
+        p = (xa - z_new).flatten(1).norm(dim=1) / z_new.flatten(1).norm(dim=1).clamp_min(1e-12)
+        z[idx] = z_new
+        last[idx] = p
+        primal.append(last.clone())
+        return Step(r, done=(r <= tol) & (p <= tol))
+
+    info: dict[str, Any] = {"rho": rho, "method": "pnp-admm", "tol": tol}
+    res = iterate(
+        one,
+        z,
+        max_iter=int(iters),
+        until="all",
+        progress=progress,
+        desc="pnp-admm",
+        info=info,
+        start=start,
+        gap_name="relative change",
+    )
+    res.info["primal_residuals"] = torch.stack(primal) if primal else torch.empty(0, z.shape[0], dtype=z.dtype)
+    return res
+
+
+def _rows(t: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """Rows ``idx`` of ``t`` (the tensor itself when ``idx`` is every row)."""
+    return t if idx.numel() == t.shape[0] else t[idx]

@@ -1,7 +1,12 @@
 """The obfuscation noise of rate-distortion explanations: ``n ~ N(m, diag(v))``.
 
-Statistics are per pixel (``m``, ``v`` of shape (C, H, W), estimated from training data,
-as in the MNIST reference) or one global scalar pair (as in the reference STL-10 code).
+Statistics come from a :class:`provex.Reference` (``reference=``; the model card's training
+statistics by default, else each image's own per-channel statistics) and are used per pixel
+(``noise="per-pixel"``, as in the MNIST reference code) or summarised by one scalar mean and
+variance (``noise="global"``, as in the reference STL-10 code). Shapes of ``mean``/``var``:
+``()`` (one scalar pair), ``(C, H, W)`` (per pixel, shared by every image) or
+``(N, C, H, W)`` / ``(N, 1, 1, 1)`` (per image: row ``i`` belongs to image ``i`` of the
+batch being explained, never pooled over the batch).
 """
 
 from __future__ import annotations
@@ -16,11 +21,7 @@ __all__ = ["GaussianNoise"]
 
 @dataclass
 class GaussianNoise:
-    """Independent Gaussian noise with mean ``mean`` and variance ``var``.
-
-    Both are tensors of the image shape (C, H, W) (per-pixel statistics) or scalars
-    (shape ``()``, one global mean and variance for every component).
-    """
+    """Independent Gaussian noise with mean ``mean`` and variance ``var`` (see the module doc for shapes)."""
 
     mean: torch.Tensor
     var: torch.Tensor
@@ -32,6 +33,10 @@ class GaussianNoise:
         self.var = torch.as_tensor(self.var, dtype=self.mean.dtype, device=self.mean.device)
         if self.mean.shape != self.var.shape:
             raise ValueError(f"noise mean {tuple(self.mean.shape)} and var {tuple(self.var.shape)} differ in shape")
+        if self.mean.ndim not in (0, 3, 4):
+            raise ValueError(
+                f"noise statistics must be scalars, (C, H, W) or (N, C, H, W), got {tuple(self.mean.shape)}"
+            )
         if not bool(torch.isfinite(self.mean).all() & torch.isfinite(self.var).all()):
             raise ValueError("noise statistics contain NaN or inf")
         if bool((self.var < 0).any()):
@@ -39,7 +44,19 @@ class GaussianNoise:
 
     @property
     def per_pixel(self) -> bool:
-        return self.mean.ndim > 0
+        """True unless the statistics are one scalar pair (for all images or per image)."""
+        return self.mean.ndim == 3 or (self.mean.ndim == 4 and self.mean.shape[1:].numel() > 1)
+
+    @property
+    def per_image(self) -> bool:
+        """True when row ``i`` of the statistics belongs to image ``i`` of the batch."""
+        return self.mean.ndim == 4
+
+    @classmethod
+    def from_reference(cls, reference, per_pixel: bool = True) -> GaussianNoise:
+        """The noise of a :class:`provex.Reference`: per pixel, or one (per-image) scalar pair."""
+        noise = cls(reference.mean, reference.var)
+        return noise if per_pixel else noise.global_scalar()
 
     @classmethod
     def from_data(cls, x: torch.Tensor, per_pixel: bool = True) -> GaussianNoise:
@@ -59,33 +76,50 @@ class GaussianNoise:
         mean = getattr(card, "data_mean", None)
         var = getattr(card, "data_var", None)
         if mean is None or var is None:
-            raise ValueError("model has no card with data_mean/data_var; pass noise=GaussianNoise.from_data(x_train)")
-        mean, var = torch.as_tensor(mean).float(), torch.as_tensor(var).float()
-        if per_pixel:
-            return cls(mean, var)
-        # total variance over pixels and samples: E[var] + Var[mean]
-        g_mean = mean.mean()
-        return cls(g_mean, (var + mean.square()).mean() - g_mean.square())
+            raise ValueError("model has no card with data_mean/data_var; pass reference=provex.Reference.fit(x_train)")
+        noise = cls(torch.as_tensor(mean).float(), torch.as_tensor(var).float())
+        return noise if per_pixel else noise.global_scalar()
 
     def global_scalar(self) -> GaussianNoise:
-        """The same noise summarised by one scalar mean and (total) variance."""
+        """One scalar mean and total variance ``E[var] + Var[mean]`` (per image for per-image statistics)."""
         if not self.per_pixel:
             return self
-        g_mean = self.mean.mean()
-        return GaussianNoise(g_mean, (self.var + self.mean.square()).mean() - g_mean.square())
+        dims = tuple(range(self.mean.ndim - 3, self.mean.ndim))
+        g_mean = self.mean.mean(dims, keepdim=self.per_image)
+        g_var = (self.var + self.mean.square()).mean(dims, keepdim=self.per_image) - g_mean.square()
+        return GaussianNoise(g_mean, g_var.clamp_min(0.0))
 
     def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> GaussianNoise:
         return GaussianNoise(self.mean.to(device, dtype), self.var.to(device, dtype))
 
-    def check_shape(self, image_shape: tuple[int, ...], name: str = "noise") -> None:
-        """Per-pixel statistics must have the image shape (C, H, W)."""
-        if self.per_pixel and tuple(self.mean.shape) != tuple(image_shape):
-            raise ValueError(
-                f"{name} statistics have shape {tuple(self.mean.shape)} but images are {tuple(image_shape)}"
-            )
+    def check_shape(self, image_shape: tuple[int, ...], n_images: int | None = None, name: str = "noise") -> None:
+        """Per-pixel statistics must have the image shape (C, H, W); per-image ones one row per image."""
+        stat = tuple(self.mean.shape[-3:]) if self.mean.ndim else ()
+        if self.per_pixel and stat != tuple(image_shape):
+            raise ValueError(f"{name} statistics have shape {stat} but images are {tuple(image_shape)}")
+        if self.per_image and n_images is not None and self.mean.shape[0] != n_images:
+            raise ValueError(f"{name} statistics belong to {self.mean.shape[0]} images but there are {n_images}")
 
-    def sample(self, n: int, generator: torch.Generator | None = None, shape: tuple[int, ...] | None = None):
-        """``n`` draws of shape (n, C, H, W) (``shape`` = (C, H, W) is needed for scalar statistics)."""
-        shape = tuple(self.mean.shape) if self.per_pixel else tuple(shape or ())
-        z = torch.randn((n, *shape), generator=generator, device=self.mean.device, dtype=self.mean.dtype)
-        return self.mean + self.var.sqrt() * z
+    def rows(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``mean`` and ``var`` for masks on images ``image`` (M,), broadcastable to (M, C, H, W)."""
+        if self.per_image:
+            return self.mean[image], self.var[image]
+        return self.mean, self.var
+
+    def sample(
+        self,
+        n: int,
+        generator: torch.Generator | None = None,
+        shape: tuple[int, ...] | None = None,
+        image: int | None = None,
+    ) -> torch.Tensor:
+        """``n`` draws of shape (n, C, H, W) (of image ``image`` for per-image statistics; ``shape``
+        = (C, H, W) is needed when the statistics do not have the image shape)."""
+        mean, var = self.mean, self.var
+        if self.per_image:
+            if image is None:
+                raise ValueError("image: per-image noise statistics need the image index to sample")
+            mean, var = mean[image], var[image]
+        full = tuple(mean.shape) if mean.ndim == 3 and mean.shape.numel() > 1 else tuple(shape or mean.shape)
+        z = torch.randn((n, *full), generator=generator, device=mean.device, dtype=mean.dtype)
+        return mean + var.sqrt() * z

@@ -1,6 +1,7 @@
-"""L-RDE (Macdonald et al. 2019): ``min_s D(s) + mu * Phi(x)^2 * mean(s)`` over ``[0, 1]^n``.
+"""Projected gradient descent over the box ``[0, 1]^n`` for many independent problems at once.
 
-Solved, as in the reference implementation, by projected gradient descent (clip to the box)
+L-RDE (Macdonald et al. 2019, :mod:`provex.rde.lagrangian`) is solved with it, as in the
+reference implementation: projected gradient descent (clip to the box)
 with heavy-ball averaging of the gradient (``m <- 0.85 m + 0.15 g``) and a backtracking line
 search: a trial ``s' = clip(s - eta m)`` is accepted when
 ``f(s) - f(s') >= c / eta * ||s' - s||^2`` (c = 0.65), otherwise ``eta *= 0.7`` (at most 30
@@ -15,15 +16,13 @@ A problem stops at ``max_iter`` or when its objective decreased by less than
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 
 import torch
-from tqdm.auto import tqdm
 
-from provex.fw.solver import FWResult, Objective
-from provex.fw.solver import check_finite_objective as _finite
+from provex.fw.driver import SolverResult, Step, check_finite, iterate
+from provex.fw.solver import Objective, dual_gap
 
 __all__ = ["projected_gradient"]
 
@@ -44,13 +43,17 @@ def projected_gradient(
     progress: bool = False,
     desc: str = "projected gradient",
     callback: Callable[[int, torch.Tensor], None] | None = None,
-) -> FWResult:
-    """Minimise P independent problems over ``[0, 1]^n`` from ``x0`` (P, n); see the module doc."""
-    if max_iter < 0:
+) -> SolverResult:
+    """Minimise P independent problems over ``[0, 1]^n`` from ``x0`` (P, n); see the module doc.
+
+    ``info``: ``line_search_trials`` (objective calls of the line searches) and ``step``
+    (each problem's first trial step at the end).
+    """
+    if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 0:
         raise ValueError(f"max_iter must be >= 0, got {max_iter}")
     if not 0.0 <= momentum < 1.0:
         raise ValueError(f"momentum must be in [0, 1), got {momentum}")
-    if tol < 0:
+    if not tol >= 0:
         raise ValueError(f"tol must be >= 0, got {tol}")
     start = time.perf_counter()
     x = x0.detach().clone()
@@ -58,29 +61,23 @@ def projected_gradient(
     dev = x.device
     everyone = torch.arange(p, device=dev)
     f, g = objective(x, everyone, True)
-    evaluations = 1
-    _finite(f, everyone, 0)
+    check_finite(f, everyone, 0)
     f, g = f.detach().clone(), g.detach().clone()
     m = torch.zeros_like(x)
     eta0 = torch.full((p,), float(step0), dtype=x.dtype, device=dev)
-    active = torch.ones(p, dtype=torch.bool, device=dev)
-    iterations = torch.zeros(p, dtype=torch.long, device=dev)
-    gap = torch.full((p,), math.inf, dtype=x.dtype, device=dev)
-    hist_f, hist_gap, times, ls_total = [f.clone()], [], [time.perf_counter() - start], 0
-    bar = tqdm(range(max_iter), desc=desc, disable=not progress, leave=False)
-    for t in bar:
-        idx = everyone if bool(active.all()) else active.nonzero().squeeze(1)
-        if idx.numel() == 0:
-            break
+    recent = [f.clone()]  # the objective after each of the last WINDOW iterations
+    ls_total = [0]
+
+    def one(t: int, idx: torch.Tensor) -> Step:
         xa, ga, fa = x[idx], g[idx], f[idx]
-        gap[idx] = (ga * (xa - (ga < 0).to(x.dtype))).sum(1)
+        gap = dual_gap(ga, xa, (ga < 0).to(x.dtype))  # FW gap over the box: the stationarity measure
         ma = momentum * m[idx] + (1.0 - momentum) * ga
         m[idx] = ma
         eta = eta0[idx].clone()
         x_new = (xa - eta[:, None] * ma).clamp(0.0, 1.0)
         f_new, g_new = objective(x_new, idx, True)
-        evaluations += 1
-        _finite(f_new, idx, t + 1)
+        evaluations = 1
+        check_finite(f_new, idx, t + 1)
         g_new = g_new.detach().clone()
         f_new = f_new.detach().clone()
         count = torch.ones(idx.numel(), dtype=torch.long, device=dev)
@@ -93,7 +90,7 @@ def projected_gradient(
             trial = (xa[pos] - eta[pos, None] * ma[pos]).clamp(0.0, 1.0)
             f_trial, _ = objective(trial, idx[pos], False)
             evaluations += 1
-            _finite(f_trial, idx[pos], t + 1)
+            check_finite(f_trial, idx[pos], t + 1)
             x_new[pos], f_new[pos] = trial, f_trial.detach()
             ok = (fa[pos] - f_trial) >= c / eta[pos] * (trial - xa[pos]).square().sum(1)
             pos = pos[~ok & (count[pos] < max_ls)]
@@ -101,31 +98,30 @@ def projected_gradient(
             _, g_retried = objective(x_new[retried], idx[retried], True)
             evaluations += 1
             g_new[retried] = g_retried.detach()
-        ls_total += int(count.sum())
+        ls_total[0] += int(count.sum())
         grow, shrink = count == 1, count >= min(5, max_ls)
         eta0[idx[grow]] /= tau
         eta0[idx[shrink]] *= tau
         x[idx], f[idx], g[idx] = x_new, f_new, g_new
-        iterations[idx] += 1
-        hist_f.append(f.clone())
-        hist_gap.append(gap.clone())
-        times.append(time.perf_counter() - start)
+        recent.append(f.clone())
+        del recent[: -(WINDOW + 1)]
+        done = torch.zeros(idx.numel(), dtype=torch.bool, device=dev)
         if t + 1 >= WINDOW and tol > 0:
-            before = hist_f[-1 - WINDOW][idx]
+            before = recent[0][idx]
             done = (before - f_new) <= tol * f_new.abs()
-            active[idx[done]] = False
-        if callback is not None:
-            callback(t, x)
-        if progress and t % 10 == 0:
-            bar.set_postfix(objective=f"{float(f.mean()):.4g}", active=int(idx.numel()))
-    bar.close()
-    return FWResult(
-        x=x,
-        objective=torch.stack(hist_f),
-        gap=torch.stack(hist_gap) if hist_gap else torch.empty(0, p, dtype=x.dtype, device=dev),
-        iterations=iterations,
-        evaluations=evaluations,
-        seconds=time.perf_counter() - start,
-        times=torch.tensor(times, dtype=torch.float64),
-        extra={"line_search_trials": ls_total, "step": eta0},
+        return Step(gap, f_new, done=done, evaluations=evaluations)
+
+    res = iterate(
+        one,
+        x,
+        f,
+        max_iter=max_iter,
+        evaluations=1,
+        progress=progress,
+        desc=desc,
+        callback=callback,
+        gap_name="box FW gap",
+        start=start,
     )
+    res.info.update(line_search_trials=ls_total[0], step=eta0)
+    return res
