@@ -63,7 +63,7 @@ __all__ = [
 
 MethodFn = Callable[..., Explanation]
 
-CHEAP_VOCABULARY: dict[str, Any] = {"max_iter": 3, "n_samples": 8, "progress": False}
+CHEAP_VOCABULARY: dict[str, Any] = {"max_iter": 3, "n_samples": 2, "progress": False}
 """Options of the shared vocabulary that make any method's call cheap (used where a method
 registered no ``cheap_options`` of its own): few iterations, few draws, no progress bar."""
 
