@@ -59,7 +59,12 @@ def _timings(model: torch.nn.Module, x: torch.Tensor, repeats: int) -> dict[str,
             start = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - start)
-    return {k: statistics.median(v) for k, v in times.items()}
+    out = {k: statistics.median(v) for k, v in times.items()}
+    # paired ratios (same repeat, back to back): robust to the load drifting during the run
+    paired = sorted(p / c for p, c in zip(times["provex"], times["captum"]))
+    out["paired_ratio_median"] = statistics.median(paired)
+    out["paired_ratio_quartiles"] = [paired[len(paired) // 4], paired[(3 * len(paired)) // 4]]
+    return out
 
 
 def _raw_zennit(model: torch.nn.Module, x: torch.Tensor, method: str) -> torch.Tensor:
@@ -111,16 +116,23 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()
     x1 = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(1))
     t = _timings(model, x1, repeats)
+    with torch.no_grad():
+        calls = provex.explain(model, x1, "sensitivity").info["model_calls"]
     timing = {
-        **{f"{k}_seconds": v for k, v in t.items()},
+        **{f"{k}_seconds": v for k, v in t.items() if k in ("captum", "provex", "forward")},
         "provex_over_captum": t["provex"] / t["captum"],
+        "provex_over_captum_paired_median": t["paired_ratio_median"],
+        "provex_over_captum_paired_quartiles": t["paired_ratio_quartiles"],
+        "provex_model_calls_per_image": calls,
         "provex_over_forward": t["provex"] / t["forward"],
         "captum_over_forward": t["captum"] / t["forward"],
         "load_average": [load_before, os.getloadavg()],
     }
     xs = torch.randn(a.images, 3, size, size, generator=torch.Generator().manual_seed(2))
     conservation: dict[str, Any] = {}
-    rows = [["sensitivity time", "provex / captum", round(timing["provex_over_captum"], 3)]]
+    rows = [["sensitivity time", "provex / captum (medians)", round(timing["provex_over_captum"], 3)]]
+    rows.append(["sensitivity time", "provex / captum (paired median)", round(t["paired_ratio_median"], 3)])
+    rows.append(["sensitivity passes", "model_calls per image", calls])
     rows.append(["sensitivity time", "provex / forward", round(timing["provex_over_forward"], 3)])
     for method in ("deep-taylor", "lrp-alpha-beta"):
         with warnings.catch_warnings():
