@@ -71,7 +71,7 @@ def _jsonable(value: Any) -> Any:
             return f"callable:{getattr(v, '__qualname__', type(v).__name__)}"
         return repr(v)
 
-    return json.loads(json.dumps(value, default=default, sort_keys=True))
+    return json.loads(json.dumps(value, default=default))
 
 
 def _method_options(

@@ -20,6 +20,7 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
+from pathlib import Path
 from typing import Any
 
 from torch import nn
@@ -27,7 +28,10 @@ from torch import nn
 from provex.runs.packing import dumps, loads, pack_model, unpack_model
 from provex.runs.task import RunPlan, ShardJob, ShardResult, compute_context, compute_shard, error_text
 
-__all__ = ["Failure", "Outcome", "run_in_process", "run_processes"]
+__all__ = ["PROVEX_ROOT", "Failure", "Outcome", "run_in_process", "run_processes"]
+
+PROVEX_ROOT = str(Path(__file__).resolve().parents[2])
+"""The folder holding this provex package: workers on this machine import provex from here."""
 
 
 @dataclass
@@ -89,7 +93,7 @@ def _worker_main(conn: Connection, model_blob: bytes, plan_blob: bytes) -> None:
                 return
             try:
                 result = compute_shard(model, plan, job)
-                result.worker = f"pid {os.getpid()}"
+                result.worker = f"pid {os.getpid()} provex {Path(__file__).parents[1]}"
                 msg: tuple[Any, ...] = ("ok", result)
             except Exception as err:
                 msg = ("error", job.shard, error_text(err))
@@ -113,6 +117,7 @@ except Exception:
     pass
 conn = Connection(int(sys.argv[1]))
 blobs = conn.recv_bytes(), conn.recv_bytes()
+sys.path.insert(0, sys.argv[2])  # the driver's provex, whatever else is installed
 from provex.runs.local import _worker_main
 _worker_main(conn, *blobs)
 """
@@ -124,7 +129,9 @@ class _Worker:
     def __init__(self, model_blob: bytes, plan_blob: bytes) -> None:
         ours, theirs = socket.socketpair()
         fd = theirs.fileno()
-        self.process = subprocess.Popen([sys.executable, "-c", _BOOT, str(fd)], pass_fds=(fd,), start_new_session=True)
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", _BOOT, str(fd), PROVEX_ROOT], pass_fds=(fd,), start_new_session=True
+        )
         theirs.close()
         self.conn = Connection(ours.detach())
         self.conn.send_bytes(model_blob)

@@ -12,6 +12,7 @@ torchvision, provex, timm, ...) are pickled by reference and must be installed o
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import sys
 import sysconfig
@@ -42,16 +43,36 @@ def _installed(module_name: str) -> bool:
     return resolved.startswith(_INSTALLED_ROOTS) or "site-packages" in resolved or "dist-packages" in resolved
 
 
+def _module_names(obj: Any, depth: int = 0) -> set[str]:
+    """Modules defining the classes and functions inside ``obj`` (containers, dataclasses, models)."""
+    if depth > 4:
+        return set()
+    if isinstance(obj, nn.Module):
+        return {type(m).__module__ for m in obj.modules()}
+    names = {type(obj).__module__}
+    if callable(obj) and hasattr(obj, "__module__") and isinstance(obj.__module__, str):
+        names.add(obj.__module__)
+    if isinstance(obj, dict):
+        items = list(obj.values())
+    elif isinstance(obj, (list, tuple, set)):
+        items = list(obj)
+    elif dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        items = [getattr(obj, f.name) for f in dataclasses.fields(obj)]
+    else:
+        items = []
+    for item in items:
+        names |= _module_names(item, depth + 1)
+    return names
+
+
 def _local_modules(obj: Any) -> list[Any]:
-    """Modules of ``obj``'s classes (all submodules of a model) that a worker may not import."""
-    classes = {type(m) for m in obj.modules()} if isinstance(obj, nn.Module) else {type(obj)}
+    """Modules of the code inside ``obj`` that a worker may not be able to import."""
     out = []
-    for cls in classes:
-        name = cls.__module__
+    for name in sorted(_module_names(obj)):
         if name == "__main__" or _installed(name):
             continue  # cloudpickle already sends __main__ by value
         module = sys.modules.get(name)
-        if module is not None and module not in out:
+        if module is not None:
             out.append(module)
     return out
 

@@ -20,12 +20,13 @@ import logging
 import os
 import socket
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 from torch import nn
 
 from provex._version import __version__
-from provex.runs.local import Failure, Outcome
+from provex.runs.local import PROVEX_ROOT, Failure, Outcome
 from provex.runs.packing import dumps, loads, pack_model, unpack_model
 from provex.runs.task import RunPlan, ShardJob, compute_context, compute_shard, error_text
 
@@ -57,7 +58,7 @@ def _ray_task(refs: list[Any], job: ShardJob) -> tuple[Any, ...]:
     try:
         with compute_context(plan.threads):
             result = compute_shard(model, plan, job)
-        result.worker = f"{socket.gethostname()} pid {os.getpid()}"
+        result.worker = f"{socket.gethostname()} pid {os.getpid()} provex {Path(__file__).parents[1]}"
         return ("ok", result, __version__)
     except Exception as err:
         return ("error", job.shard, error_text(err), __version__)
@@ -68,8 +69,9 @@ def _init(ray: Any, address: str | None, cpus: int) -> bool:
     if ray.is_initialized():
         return False
     kwargs: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": False}
-    if address is None:
-        kwargs.update(num_cpus=cpus, include_dashboard=False)
+    if address is None:  # a private Ray on this machine: its workers import this provex
+        path = os.pathsep.join(p for p in (PROVEX_ROOT, os.environ.get("PYTHONPATH")) if p)
+        kwargs.update(num_cpus=cpus, include_dashboard=False, runtime_env={"env_vars": {"PYTHONPATH": path}})
     else:
         kwargs["address"] = address
     try:

@@ -174,10 +174,10 @@ class Run:
         return Explanation(
             relevance=self.maps[method],
             method=method,
-            target=torch.as_tensor(rows.target.to_numpy(), dtype=torch.int64),
+            target=torch.tensor(rows.target.to_numpy(), dtype=torch.int64),
             info={"run": str(self.root), "index": self.index, "options": self.manifest["methods"][method]},
             ordering=self.get(f"{method}/ordering") if f"{method}/ordering" in keys else None,
-            prediction=torch.as_tensor(rows.prediction.to_numpy(), dtype=torch.int64),
+            prediction=torch.tensor(rows.prediction.to_numpy(), dtype=torch.int64),
             maps=extra or None,
         )
 
