@@ -77,7 +77,13 @@ def _init(ray: Any, address: str | None, cpus: int) -> bool:
     try:
         ray.init(**kwargs)
     except ConnectionError as err:
-        raise ValueError(f"address: cannot reach a Ray cluster at {address!r}: {err}") from None
+        hint = ""
+        if "RAY_AUTH_MODE" not in os.environ:
+            hint = (
+                "; if the cluster uses token authentication (Ray >= 2.59 turns it on for `ray start` when "
+                "~/.ray/auth_token exists), set RAY_AUTH_MODE=token (and RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH)"
+            )
+        raise ValueError(f"address: cannot reach a Ray cluster at {address!r}: {err}{hint}") from None
     return True
 
 
