@@ -7,6 +7,7 @@ itself, files deleted or left half-written by hand.
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 from pathlib import Path
@@ -18,7 +19,7 @@ from torch import nn
 
 import provex
 from provex.cli import main as cli_main
-from provex.evaluate import relevance_ordering
+from provex.evaluate import gaussian_noise, relevance_ordering
 from provex.explanation import Explanation
 from provex.registry import _REGISTRY, register_method
 from provex.runs.store import RunStore
@@ -129,20 +130,45 @@ def test_smoothgrad_gets_per_image_seeds(tmp_path: Path, mnist_model: nn.Module,
 
 def test_ordering_score_matches_a_direct_evaluation(tmp_path: Path, mnist_model: nn.Module, mnist_samples) -> None:
     x, _ = mnist_samples
-    score = {"ordering": {"step": 98, "n_noise": 3}}
+    score = {"ordering": {"step": 98, "n_samples": 3}}
     run = provex.run(mnist_model, SAMPLES, ["sensitivity"], out=tmp_path, score=score, seed=3, limit=5, shard_size=2)
     curves = run.curves["sensitivity"]
     assert curves["distortion"].shape == (5, 9) and curves["fraction_kept"].shape == (9,)
     for i in range(5):
-        c = relevance_ordering(
-            mnist_model, x[i : i + 1], run.maps["sensitivity"][i : i + 1], step=98, n_noise=3, seed=3 + i
-        )
+        c = relevance_ordering(mnist_model, x[i : i + 1], run.maps["sensitivity"][i : i + 1], seed=3 + i, **_draws(3))
         assert torch.equal(curves["distortion"][i], c.per_image_distortion[0])
         assert run.table.auc_distortion[i] == pytest.approx(float(c.per_image_auc_distortion[0]), abs=0)
         assert run.table.auc_accuracy[i] == pytest.approx(float(c.per_image_auc_accuracy[0]), abs=0)
     s = run.summary()
     assert s["methods"]["sensitivity"]["auc_distortion"] == pytest.approx(run.table.auc_distortion.mean())
     assert sum(c["images"] for c in s["per_class"]["sensitivity"].values()) == 5 and s["class_by"] == "label"
+
+
+def _draws(n: int) -> dict:
+    """Step 98 and ``n`` draws per step, in the vocabulary of the installed relevance_ordering."""
+    name = "n_samples" if "n_samples" in inspect.signature(relevance_ordering).parameters else "n_noise"
+    return {"step": 98, name: n}
+
+
+def test_ordering_score_under_the_reference_noise(tmp_path: Path, mnist_model: nn.Module, mnist_samples) -> None:
+    """noise='reference': Gaussian draws from the model card's training statistics."""
+    x, _ = mnist_samples
+    score = {"ordering": {"step": 98, "n_samples": 3, "noise": "reference"}}
+    run = provex.run(mnist_model, SAMPLES, ["sensitivity"], out=tmp_path, score=score, limit=3, progress=False)
+    card = mnist_model.card
+    for i in range(3):
+        c = relevance_ordering(
+            mnist_model,
+            x[i : i + 1],
+            run.maps["sensitivity"][i : i + 1],
+            seed=i,
+            noise=gaussian_noise(card.data_mean, card.data_var),
+            **_draws(3),
+        )
+        assert run.table.auc_distortion[i] == pytest.approx(float(c.per_image_auc_distortion[0]), rel=1e-6)
+    score["ordering"]["noise"] = "uniform"
+    uniform = provex.run(mnist_model, SAMPLES, ["sensitivity"], out=tmp_path / "u", score=score, limit=3)
+    assert (uniform.table.auc_distortion - run.table.auc_distortion).abs().min() > 1e-3
 
 
 def test_resume_skips_done_shards_and_redoes_broken_ones(tmp_path: Path) -> None:
@@ -268,7 +294,7 @@ def test_cli_run_and_show(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     out = str(tmp_path / "r")
     argv = ["run", "--model", "mnist-cnn", "--data", SAMPLES, "--limit", "6", "--methods", "sensitivity", "deep-taylor"]
     argv += ["-O", "sensitivity:absolute=True", "--score", "ordering"]
-    argv += ["-O", "ordering:step=196", "-O", "ordering:n_noise=2"]
+    argv += ["-O", "ordering:step=196", "-O", "ordering:n_samples=2"]
     argv += ["--shard-size", "4", "--no-progress", "--out", out]
     assert cli_main(argv) == 0
     text = capsys.readouterr().out

@@ -38,14 +38,16 @@ from provex.runs.task import RunPlan, ShardJob
 
 __all__ = ["ORDERING_DEFAULTS", "run"]
 
-ORDERING_DEFAULTS: dict[str, Any] = {"step": 5, "n_noise": 64, "noise": "uniform", "batch_size": 512}
+ORDERING_DEFAULTS: dict[str, Any] = {"step": 5, "n_samples": 64, "noise": "uniform", "batch_size": 512}
 """The relevance-ordering score's settings unless overridden (``-O ordering:KEY=VALUE``).
 
-Step 5 as in the papers; 64 noise draws per step (the papers: 512, about 8x the cost).
-``noise="gaussian"`` replaces components by draws of the run's reference (the model card's
-training statistics by default) instead of uniform noise in each image's range."""
+Step 5 as in the papers; 64 noise draws per step (``n_samples``; the papers: 512, about 8x
+the cost). ``noise="reference"`` replaces components by Gaussian draws from the run's
+reference (given, else the model card's training statistics) instead of uniform noise in
+each image's range. Also ``tie_channels`` and ``compile`` (see
+:func:`provex.evaluate.relevance_ordering`)."""
 
-_ORDERING_KEYS = {"step", "n_noise", "noise", "batch_size", "tie_channels", "compile"}
+_ORDERING_KEYS = {"step", "n_samples", "noise", "batch_size", "tie_channels", "compile"}
 _SCORES = ("ordering",)
 
 
@@ -118,11 +120,12 @@ def _score_options(score: str | Sequence[str] | Mapping[str, Mapping[str, Any] |
             raise ValueError(f"score: unknown score {name!r}; available: {', '.join(_SCORES)}")
         unknown = sorted(set(o or {}) - _ORDERING_KEYS)
         if unknown:
-            raise ValueError(f"score: unknown ordering option(s) {unknown}; valid: {sorted(_ORDERING_KEYS)}")
+            hint = " (draws per step are n_samples)" if "n_noise" in unknown else ""
+            raise ValueError(f"score: unknown ordering option(s) {unknown}; valid: {sorted(_ORDERING_KEYS)}{hint}")
         merged = {**ORDERING_DEFAULTS, **(o or {})}
-        if merged["noise"] not in ("uniform", "gaussian"):
-            raise ValueError(f"score: ordering noise must be 'uniform' or 'gaussian', got {merged['noise']!r}")
-        for key in ("step", "n_noise", "batch_size"):
+        if merged["noise"] not in ("uniform", "reference"):
+            raise ValueError(f"score: ordering noise must be 'uniform' or 'reference', got {merged['noise']!r}")
+        for key in ("step", "n_samples", "batch_size"):
             _positive_int(merged[key], f"score: ordering {key}")
         out[name] = merged
     return out
@@ -268,8 +271,8 @@ def run(
         raise ValueError(f"reference describes images of shape {reference.shape}, the data has {rd.shape}")
     card_ref = Reference.from_model(model)
     used_ref = reference or (card_ref if card_ref is not None and card_ref.shape == rd.shape else None)
-    if score_opts.get("ordering", {}).get("noise") == "gaussian" and used_ref is None:
-        raise ValueError("score: ordering noise='gaussian' needs a reference (reference=..., or a model with a card)")
+    if score_opts.get("ordering", {}).get("noise") == "reference" and used_ref is None:
+        raise ValueError("score: ordering noise='reference' needs a reference (reference=..., or a model with a card)")
     given = _given_maps(maps_from, list(method_opts), rd.n)
     for m in given:
         method_opts[m] = {"maps_from": str(maps_from) if not isinstance(maps_from, Mapping) else "python"}

@@ -12,6 +12,7 @@ an image and nothing depends on the shard size or on which worker ran it.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import time
 import traceback
 from collections.abc import Iterator
@@ -34,7 +35,7 @@ class RunPlan:
     threads: int = 1
     device: str = "cpu"
     reference: Any = None  # provex.Reference given by the user (passed to methods taking ``reference``)
-    score_reference: Any = None  # the reference of the ordering test's Gaussian noise (noise="gaussian")
+    score_reference: Any = None  # the reference of the ordering test's Gaussian noise (noise="reference")
 
 
 @dataclass
@@ -112,9 +113,13 @@ def _ordering_scores(
     from provex.evaluate import gaussian_noise, relevance_ordering
 
     opts = dict(plan.score["ordering"])
-    if opts.get("noise", "uniform") == "gaussian":
-        ref = plan.score_reference
-        opts["noise"] = gaussian_noise(ref.mean, ref.var)
+    accepts = inspect.signature(relevance_ordering).parameters
+    if "n_samples" not in accepts:  # provex before the n_samples / noise="reference" vocabulary
+        opts["n_noise"] = opts.pop("n_samples")
+        if opts.get("noise") == "reference":
+            opts["noise"] = gaussian_noise(plan.score_reference.mean, plan.score_reference.var)
+    elif opts.get("noise") == "reference":
+        opts["reference"] = plan.score_reference
     dist, acc, auc_d, auc_a, secs = [], [], [], [], []
     fraction = None
     for j, index in enumerate(job.indices):
