@@ -103,8 +103,7 @@ def run_ray(
         plan_ref = ray.put(dumps(plan))
         remote = ray.remote(num_cpus=plan.threads, max_retries=0)(_ray_task)
         cpus = int(ray.cluster_resources().get("CPU", 1))
-        parallel = workers if workers else max(1, cpus // plan.threads)
-        window = 2 * parallel  # tasks in flight: keeps every worker busy while the driver writes
+        window = workers if workers else max(1, cpus // plan.threads)  # shards computed at once
         pending = iter(jobs)
         in_flight: dict[Any, ShardJob] = {}
         attempts: dict[int, int] = {}
