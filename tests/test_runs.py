@@ -199,6 +199,13 @@ def test_changed_settings_are_refused_unless_new(tmp_path: Path) -> None:
         provex.run("mnist-cnn", SAMPLES, ["sensitivity"], seed=1, **kw)
     with pytest.raises(ValueError, match=r"data: .*\"n\": 4.*\"n\": 3"):
         provex.run("mnist-cnn", SAMPLES, ["sensitivity"], **{**kw, "limit": 3})
+    # the same weights loaded another way are the same model; other weights are not
+    same = provex.models.load("mnist-cnn")
+    assert provex.run(same, SAMPLES, ["sensitivity"], **kw).session["shards_skipped"] == 2
+    with torch.no_grad():
+        next(same.parameters())[0, 0, 0, 0] += 1e-3
+    with pytest.raises(ValueError, match=r"other settings \(model: .*state_digest"):
+        provex.run(same, SAMPLES, ["sensitivity"], **kw)
     run = provex.run("mnist-cnn", SAMPLES, {"sensitivity": {"absolute": True}}, new=True, **kw)
     assert run.manifest["methods"] == {"sensitivity": {"absolute": True}} and bool((run.maps["sensitivity"] >= 0).all())
 

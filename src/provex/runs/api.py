@@ -168,7 +168,14 @@ def _given_maps(
     return out
 
 
+_MODEL_IDENTITY = ("class", "parameters", "state_digest", "source_digest")
+"""What identifies a model across sessions: its weights and code, not how it was loaded."""
+
+
 def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    old, new = dict(old), dict(new)
+    for m in (old, new):
+        m["model"] = {k: v for k, v in (m.get("model") or {}).items() if k in _MODEL_IDENTITY}
     keys = [k for k in sorted(set(old) | set(new)) if k != "created"]
     short = lambda v: json.dumps(v)[:120]  # noqa: E731
     return [f"{k}: {short(old.get(k))} there, {short(new.get(k))} now" for k in keys if old.get(k) != new.get(k)]
@@ -251,7 +258,12 @@ def run(
     names = [methods] if isinstance(methods, str) else list(methods)
     method_opts = _method_options(methods, options, set(names) if maps_from is not None else set())
     score_opts = _score_options(score)
-    model = load_model(model, weights=weights, name="model")
+    if isinstance(model, nn.Module):
+        if weights is not None:
+            raise ValueError("weights is for a model given as a spec (zoo name, FILE.py:FACTORY, ...), not a module")
+        model.eval()
+    else:
+        model = load_model(model, weights=weights, name="model")
     rd = resolve_data(data, limit=limit, channels=channels, resize=resize, normalize=normalize)
     probe, _ = rd.batch([0])
     try:
