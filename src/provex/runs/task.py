@@ -200,8 +200,9 @@ def compute_shard(model: nn.Module, plan: RunPlan, job: ShardJob) -> ShardResult
             tensors[f"{name}/curve_accuracy"] = acc
             tensors["fraction_kept"] = fraction
         seconds = float(exp.info.get("seconds", float("nan"))) / n
-        calls = exp.info.get("model_calls")
-        calls = float(calls) / n if isinstance(calls, (int, float)) else float("nan")
+        total_calls = exp.info.get("model_calls")
+        share = float(total_calls) / n if isinstance(total_calls, (int, float)) else float("nan")
+        per_image_calls = per_image.pop("model_calls", None)  # exact counts, where the method gives them
         for j in range(n):
             row: dict[str, Any] = {
                 "index": int(job.indices[j]),
@@ -210,7 +211,7 @@ def compute_shard(model: nn.Module, plan: RunPlan, job: ShardJob) -> ShardResult
                 "prediction": int(prediction[j]),
                 "label": int(job.label[j]),
                 "seconds": seconds,
-                "model_calls": calls,
+                "model_calls": share if per_image_calls is None else float(per_image_calls[j]),
                 "seed": int(method_seeds[j]),
                 "auc_distortion": float(auc_d[j]),
                 "auc_accuracy": float(auc_a[j]),
