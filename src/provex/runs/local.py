@@ -11,6 +11,7 @@ raises is retried; after ``max_attempts`` the shard is reported as failed and th
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
 import socket
@@ -28,7 +29,10 @@ from torch import nn
 from provex.runs.packing import dumps, loads, pack_model, unpack_model
 from provex.runs.task import RunPlan, ShardJob, ShardResult, compute_context, compute_shard, error_text
 
-__all__ = ["PROVEX_ROOT", "Failure", "Outcome", "run_in_process", "run_processes"]
+__all__ = ["PROVEX_ROOT", "Failure", "Outcome", "log", "run_in_process", "run_processes"]
+
+log = logging.getLogger("provex.runs")
+"""Retries are reported here (warnings); failures also go to the store."""
 
 PROVEX_ROOT = str(Path(__file__).resolve().parents[2])
 """The folder holding this provex package: workers on this machine import provex from here."""
@@ -54,13 +58,14 @@ def run_in_process(model: nn.Module, plan: RunPlan, jobs: Iterable[ShardJob], ma
         for job in jobs:
             outcome: Outcome | None = None
             error = ""
-            for _ in range(max_attempts):
+            for attempt in range(1, max_attempts + 1):
                 try:
                     outcome = compute_shard(model, plan, job)
                     outcome.worker = f"pid {os.getpid()} (in-process)"
                     break
                 except Exception as err:
                     error = error_text(err)
+                    log.warning("shard %d: attempt %d of %d failed: %s", job.shard, attempt, max_attempts, error)
             yield outcome if outcome is not None else Failure(job.shard, job.indices, error, max_attempts)
 
 
@@ -183,6 +188,7 @@ def run_processes(
     def charge(job: ShardJob, error: str) -> Failure | None:
         """Count a failed attempt: requeue the job, or give it up."""
         attempts[job.shard] = attempts.get(job.shard, 0) + 1
+        log.warning("shard %d: attempt %d of %d failed: %s", job.shard, attempts[job.shard], max_attempts, error)
         if attempts[job.shard] < max_attempts:
             retry.append(job)
             return None

@@ -26,7 +26,7 @@ from typing import Any
 from torch import nn
 
 from provex._version import __version__
-from provex.runs.local import PROVEX_ROOT, Failure, Outcome
+from provex.runs.local import PROVEX_ROOT, Failure, Outcome, log
 from provex.runs.packing import dumps, loads, pack_model, unpack_model
 from provex.runs.task import RunPlan, ShardJob, compute_context, compute_shard, error_text
 
@@ -101,7 +101,8 @@ def run_ray(
     try:
         model_ref = ray.put(pack_model(model))
         plan_ref = ray.put(dumps(plan))
-        remote = ray.remote(num_cpus=plan.threads, max_retries=0)(_ray_task)
+        # SPREAD: shards go to every node rather than queueing on the driver's own
+        remote = ray.remote(num_cpus=plan.threads, max_retries=0, scheduling_strategy="SPREAD")(_ray_task)
         cpus = int(ray.cluster_resources().get("CPU", 1))
         window = workers if workers else max(1, cpus // plan.threads)  # shards computed at once
         pending = iter(jobs)
@@ -134,6 +135,9 @@ def run_ray(
                     yield msg[1]
                     continue
                 attempts[job.shard] = attempts.get(job.shard, 0) + 1
+                log.warning(
+                    "shard %d: attempt %d of %d failed: %s", job.shard, attempts[job.shard], max_attempts, msg[2]
+                )
                 if attempts[job.shard] < max_attempts:
                     retry.append(job)
                 else:
