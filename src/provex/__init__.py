@@ -36,7 +36,10 @@ _SUBPACKAGES = (
     "viz",
 )
 # public functions that live in subpackages: name -> "module:attribute"
-_LAZY: dict[str, str] = {}
+_LAZY: dict[str, str] = {
+    "run": "provex.runs:run",
+    "load_run": "provex.runs:load_run",
+}
 
 __all__ = [
     "Explanation",

@@ -17,4 +17,5 @@ BENCHMARKS: dict[str, str] = {
     "unseen-models": "provex.benchmarks.unseen_models",
     "explain-cost": "provex.benchmarks.explain_cost",
     "batch-independence": "provex.benchmarks.batch_independence",
+    "run-scaling": "provex.benchmarks.run_scaling",
 }

@@ -20,10 +20,17 @@ Settings follow the papers (step 5; 512 draws in the paper, 64 by default here f
 baseline, the benchmark does the same (sensitivity: magnitude; SmoothGrad: mean squared
 gradient, 64 draws, noise 0.3 of the range); see ``BENCHMARK_OPTIONS``. ``-O METHOD:KEY=VALUE``
 overrides a method option; ``--maps-from DIR`` re-evaluates the maps an earlier run saved
-(e.g. under other evaluation settings) instead of computing them; ``--noise gaussian``
-evaluates under the rate-distortion methods' noise model (per-pixel training mean and
-variance) instead of the papers' uniform noise. ``--quick`` (CI): 4 images, step 10, 8 draws,
-small map budgets.
+(a run folder such as ``OUT/run``, or a folder of ``NAME.pt`` explanations) instead of
+computing them; ``--noise gaussian`` evaluates under the rate-distortion methods' noise model
+(per-pixel training mean and variance of the model card) instead of the papers' uniform
+noise. ``--quick`` (CI): 4 images, step 10, 8 draws, small map budgets.
+
+The work runs on the dataset-run engine (:func:`provex.run`): maps and curves go into the
+run folder ``OUT/run`` shard by shard, so an interrupted benchmark resumes where it stopped
+when the same command is run again (other settings are refused unless ``--new``), and
+``--engine ray`` / ``--workers N`` spread the methods' maps and the evaluation over worker
+processes or a Ray cluster. Each image is seeded with ``seed + its index`` (methods that take
+a seed and the ordering test alike), so every method meets the same noise on an image.
 """
 
 from __future__ import annotations
@@ -35,16 +42,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from provex import models
 from provex.benchmarks.common import environment, print_table, write_json
 from provex.benchmarks.model_speed import forward_backward_seconds
 from provex.cli.options import parse_options
 from provex.data.samples import sample_indices, samples
-from provex.evaluate import OrderingCurve, gaussian_noise, plot_map_grid, plot_ordering_curves, relevance_ordering
+from provex.evaluate import OrderingCurve, plot_map_grid, plot_ordering_curves
 from provex.explanation import Explanation, atomic_path
-from provex.registry import explain, get_method, methods
+from provex.registry import get_method, methods
+from provex.runs import Run, load_run, run
 
 __all__ = ["BENCHMARK_OPTIONS", "FW_METHODS", "PAPER_METHODS", "QUICK_OPTIONS", "claim_check", "main"]
 
@@ -117,7 +124,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--grid-images", type=int, default=8, help="columns of the map figure")
     p.add_argument("--quick", action="store_true", help="CI smoke run: 4 images, step 10, 8 draws, small budgets")
-    p.add_argument("--out", default="results/ordering", help="output folder")
+    p.add_argument("--engine", choices=["local", "ray"], default="local", help="dataset-run engine (default local)")
+    p.add_argument("--workers", type=int, default=None, help="worker processes / Ray tasks (default: in-process)")
+    p.add_argument("--address", default=None, help="ray: auto or HOST:PORT of a running cluster")
+    p.add_argument("--shard-size", type=int, default=8, help="images per task of the engine (default 8)")
+    p.add_argument("--new", action="store_true", help="delete OUT/run if it holds a run with other settings")
+    p.add_argument("--out", default="results/ordering", help="output folder (the run's store is OUT/run)")
     return p
 
 
@@ -148,21 +160,48 @@ def _check_methods(names: list[str]) -> None:
         raise ValueError(f"--methods lists a method twice: {names}")
 
 
-def _saved_map(folder: Path, name: str, x: torch.Tensor) -> tuple[Explanation, float]:
-    """The first ``len(x)`` images of ``folder/name.pt`` and the seconds its computation took."""
-    path = folder / f"{name}.pt"
-    if not path.is_file():
-        raise FileNotFoundError(f"--maps-from: no saved map {path} for method {name!r}")
-    exp = Explanation.load(path)
-    num = x.shape[0]
-    if exp.relevance.shape[0] < num or tuple(exp.relevance.shape[1:]) != tuple(x.shape[1:]):
-        raise ValueError(
-            f"--maps-from: {path} holds maps of shape {tuple(exp.relevance.shape)}, "
-            f"which does not cover {num} images of shape {tuple(x.shape[1:])}"
-        )
-    seconds = float(exp.info.get("seconds", float("nan"))) * num / exp.relevance.shape[0]
-    sub = Explanation(exp.relevance[:num], exp.method, exp.target[:num], {}, ordering=None)
-    return sub, seconds
+def _map_seconds(maps_from: str, name: str, images: int) -> float:
+    """Seconds per image the saved maps of ``name`` took (NaN when unknown)."""
+    folder = Path(maps_from)
+    if (folder / "manifest.json").is_file():
+        table = load_run(folder).table
+        return float(table[table.method == name].seconds.head(images).mean())
+    exp = Explanation.load(folder / f"{name}.pt")
+    return float(exp.info.get("seconds", float("nan"))) / exp.relevance.shape[0]
+
+
+def _curve(run: Run, name: str, settings: dict[str, Any]) -> OrderingCurve:
+    """The method's :class:`OrderingCurve` from the per-image curves the run stored.
+
+    Standard errors are over images; with a single image they are NaN (the per-draw
+    variances are not stored)."""
+    c = run.curves[name]
+    per_d, per_a, fraction = c["distortion"], c["accuracy"], c["fraction_kept"]
+    num = per_d.shape[0]
+    rows = run.table[run.table.method == name]
+    nan = torch.full_like(fraction, float("nan"))
+    curve = OrderingCurve(
+        fraction_kept=fraction,
+        distortion=per_d.mean(0),
+        distortion_se=per_d.std(0) / math.sqrt(num) if num > 1 else nan,
+        accuracy=per_a.mean(0),
+        accuracy_se=per_a.std(0) / math.sqrt(num) if num > 1 else nan,
+        per_image_distortion=per_d,
+        per_image_accuracy=per_a,
+        auc_distortion=float("nan"),
+        auc_distortion_se=float("nan"),
+        auc_accuracy=float("nan"),
+        auc_accuracy_se=float("nan"),
+        settings={**settings, "n_images": num, "target": rows.target.tolist()},
+        forward_passes=num * (1 + (len(fraction) - 1) * settings["n_samples"]),
+        seconds=float(rows.score_seconds.sum()),
+    )
+    auc_d, auc_a = curve.per_image_auc_distortion, curve.per_image_auc_accuracy
+    curve.auc_distortion, curve.auc_accuracy = float(auc_d.mean()), float(auc_a.mean())
+    if num > 1:
+        curve.auc_distortion_se = float(auc_d.std() / math.sqrt(num))
+        curve.auc_accuracy_se = float(auc_a.std() / math.sqrt(num))
+    return curve
 
 
 def claim_check(curves: dict[str, OrderingCurve]) -> list[str]:
@@ -201,10 +240,10 @@ def main(argv: list[str] | None = None) -> int:
     n_noise = a.n_noise if a.n_noise is not None else (QUICK["n_noise"] if a.quick else 64)
     step = a.step if a.step is not None else (QUICK["step"] if a.quick else 5)
     use_compile = a.compile if a.compile is not None else not a.quick
-    if a.threads is not None:
-        if a.threads < 1:
-            raise ValueError(f"--threads must be >= 1, got {a.threads}")
-        torch.set_num_threads(a.threads)
+    if a.threads is not None and a.threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {a.threads}")
+    in_process = a.engine == "local" and (a.workers or 1) == 1
+    threads = a.threads or (torch.get_num_threads() if in_process else 1)
     _check_methods(a.methods)
     opts = _method_options(a.methods, a.option, a.quick)
     model = models.load(a.model, device=a.device)
@@ -223,45 +262,75 @@ def main(argv: list[str] | None = None) -> int:
         card = model.card
         if getattr(card, "data_mean", None) is None or getattr(card, "data_var", None) is None:
             raise ValueError(f"--noise gaussian needs data_mean and data_var on model {a.model!r}'s card")
-        noise: Any = gaussian_noise(card.data_mean, card.data_var)
         noise_text = "gaussian N(data mean, data var) per pixel (model card)"
     else:
-        noise, noise_text = "uniform", "uniform in [x.min(), x.max()] per image"
+        noise_text = "uniform in [x.min(), x.max()] per image"
     out = Path(a.out)
     start = time.perf_counter()
+    torch.set_num_threads(threads)
 
     probe = torch.rand(a.batch_size, *x.shape[1:], device=a.device)
     repeats = 1 if a.quick else 3
     fwd_before, fb_before = forward_backward_seconds(model, probe, repeats=repeats)
 
+    score = {
+        "step": step,
+        "n_samples": n_noise,
+        "noise": "reference" if a.noise == "gaussian" else "uniform",
+        "batch_size": a.batch_size,
+        "compile": use_compile,
+    }
+    result = run(
+        model,
+        f"samples:{sample_set}",
+        opts,
+        out=out / "run",
+        limit=images,
+        score={"ordering": score},
+        seed=a.seed,
+        shard_size=a.shard_size,
+        engine=a.engine,
+        workers=a.workers,
+        threads=threads,
+        address=a.address,
+        device=a.device,
+        maps_from=a.maps_from,
+        new=a.new,
+    )
+    if not result.complete:
+        for f in result.failed:
+            print(f"failed: shard {f['shard']} (images {f['indices']}): {f['error']}")
+        print(f"{len(result.index)}/{images} images done; rerun the same command to retry the failed shards")
+        return 1
+
+    n_components = int(x[0].numel())
+    curve_settings = {
+        "step": step,
+        "n_samples": n_noise,
+        "n_noise": n_noise,
+        "noise": a.noise,
+        "seed": a.seed,
+        "per_image_seeds": "seed + image index",
+        "n_components": n_components,
+        "tie_channels": False,
+        "batch_size": a.batch_size,
+        "compiled": use_compile,
+    }
     curves: dict[str, OrderingCurve] = {}
     maps: dict[str, torch.Tensor] = {}
     results: dict[str, Any] = {}
-    for name in tqdm(a.methods, desc="methods", unit="method"):
+    for name in a.methods:
+        curve = _curve(result, name, curve_settings)
+        curves[name], maps[name] = curve, result.maps[name]
         if a.maps_from is None:
-            t0 = time.perf_counter()
-            exp = explain(model, x, name, device=a.device, **opts[name])
-            map_seconds = time.perf_counter() - t0
-            exp.save(out / "maps" / f"{name}.pt")
+            result.explanation(name).save(out / "maps" / f"{name}.pt")
+            seconds = float(result.table[result.table.method == name].seconds.mean())
         else:
-            exp, map_seconds = _saved_map(Path(a.maps_from), name, x)
-        curve = relevance_ordering(
-            model,
-            x,
-            exp,
-            step=step,
-            n_samples=n_noise,
-            noise=noise,
-            seed=a.seed,
-            batch_size=a.batch_size,
-            compile=use_compile,
-            progress=True,
-        )
-        curves[name], maps[name] = curve, exp.relevance.detach().cpu()
+            seconds = _map_seconds(a.maps_from, name, images)
         results[name] = {
             "auc_distortion": curve.auc_distortion,
             "auc_accuracy": curve.auc_accuracy,
-            "seconds_per_image": map_seconds / images,
+            "seconds_per_image": seconds,
             "curve": curve.to_dict(per_image=False),
         }
 
@@ -286,6 +355,8 @@ def main(argv: list[str] | None = None) -> int:
         "methods": a.methods,
         "maps_from": a.maps_from,
         "method_options": opts,
+        "engine": {"engine": a.engine, "workers": a.workers, "threads": threads, "shard_size": a.shard_size},
+        "run": str(out / "run"),
         "environment": environment(),
         "throughput": {
             "model_speed_forward_s": [fwd_before, fwd_after],
@@ -319,8 +390,9 @@ def main(argv: list[str] | None = None) -> int:
     ]
     table = print_table(rows, ["method", "dist. AUC", "+- SE", "acc. AUC", "map s/img", "eval s/img"])
     lines = [
-        f"{images} images, step {step}, {n_noise} {a.noise} draws, seed {a.seed}, compile {use_compile}, "
-        f"{torch.get_num_threads()} thread(s); total {total:.0f} s",
+        f"{images} images, step {step}, {n_noise} {a.noise} draws, seed {a.seed} (+ image index), "
+        f"compile {use_compile}, {threads} thread(s) per worker, engine {a.engine} ({a.workers or 1} worker(s)); "
+        f"total {total:.0f} s",
         f"evaluation: {passes} forward passes in {eval_seconds:.1f} s = {eval_rate:.0f}/s; plain forward of "
         f"batches of {a.batch_size}: {ref_rate:.0f}/s (ratio {eval_rate / ref_rate:.2f})",
         *claim_check(curves),

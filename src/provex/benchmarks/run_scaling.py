@@ -1,0 +1,281 @@
+"""How dataset runs scale: throughput against workers, Ray's overhead, and the cost of resuming.
+
+``provex benchmark run-scaling [--images 500] [--methods rc-rde] [--workers 1 2]
+[--engines local ray] [--quick] [--out DIR]`` explains the first ``--images`` MNIST test
+images with ``mnist-cnn`` once per (engine, workers) pair, each into a fresh run folder
+(:func:`provex.run`, one torch thread per worker, shards of ``--shard-size``), and records:
+
+* throughput (images per second of wall time, worker start-up included) per engine and
+  number of workers, and the speed-up of N workers over one;
+* Ray's overhead: its wall time over the local engine's at equal workers (the private Ray is
+  started once, before the Ray runs; its start-up time is reported separately);
+* the time to resume a finished run: the same call again (``provex.run`` in this process)
+  and the same command in a fresh interpreter (``python -m provex run``, Python and torch
+  imports included); both find every shard done and compute nothing;
+* that every run produced bit-identical maps;
+* for scale, the seconds of one forward+backward pass of a batch of 64 images measured in
+  the same process before and after, and the machine's load average.
+
+Writes ``results.json``, ``scaling.png`` (throughput against workers, ideal linear scaling
+dashed) and ``table.md`` into ``--out``. Goals (issue 14): two local workers at least 1.7x one
+worker; Ray within 10 % of the local engine. They need a machine whose cores are otherwise
+idle: the figures of a loaded machine measure the other jobs. ``--quick``: the same code
+path on 8 images in shards of 2 (a smoke test, not a measurement).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from provex import models
+from provex.benchmarks.common import environment, write_json
+from provex.benchmarks.model_speed import forward_backward_seconds
+from provex.cli.options import parse_options
+from provex.io import atomic_write
+from provex.runs import run
+from provex.runs.local import PROVEX_ROOT
+
+__all__ = ["main"]
+
+GOAL_SPEEDUP = 1.7
+GOAL_RAY_OVERHEAD = 0.10
+QUICK = {"images": 8, "shard_size": 2}
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="provex benchmark run-scaling",
+        description="Throughput of dataset runs against workers (local engine and Ray), Ray's overhead, resume time.",
+    )
+    p.add_argument("--images", type=int, default=None, help="MNIST test images (default 500; quick 8)")
+    p.add_argument("--methods", nargs="+", default=["rc-rde"], metavar="NAME", help="methods (default rc-rde)")
+    p.add_argument("-O", "--option", action="append", metavar="METHOD:KEY=VALUE", help="method option, repeatable")
+    p.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="worker counts (default 1 2)")
+    p.add_argument("--engines", nargs="+", choices=["local", "ray"], default=["local", "ray"])
+    p.add_argument("--shard-size", type=int, default=None, help="images per shard (default 10; quick 2)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads per worker (default 1)")
+    p.add_argument("--work", default=None, help="folder for the run stores (default: a temporary folder, removed)")
+    p.add_argument("--quick", action="store_true", help="smoke test: 8 images in shards of 2")
+    p.add_argument("--out", default="benchmarks/run_scaling/results", help="output folder")
+    return p
+
+
+def _loadavg() -> list[float]:
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        return []
+
+
+def _plot(results: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    base = None
+    for engine, marker in (("local", "o"), ("ray", "s")):
+        rows = [r for r in results["runs"] if r["engine"] == engine]
+        if not rows:
+            continue
+        ax.plot([r["workers"] for r in rows], [r["images_per_s"] for r in rows], marker=marker, label=engine)
+        if engine == "local" and rows[0]["workers"] == 1:
+            base = rows[0]["images_per_s"]
+    if base is not None:
+        ws = sorted({r["workers"] for r in results["runs"]})
+        ax.plot(ws, [base * w for w in ws], "k--", lw=0.8, label="linear (local, 1 worker)")
+    ax.set_xlabel("workers (one torch thread each)")
+    ax.set_ylabel("images / s")
+    ax.set_xticks(sorted({r["workers"] for r in results["runs"]}))
+    s = results["settings"]
+    ax.set_title(f"{'+'.join(s['methods'])} on {s['images']} MNIST images", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    with atomic_write(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+
+
+def _resume_cli_seconds(argv: list[str]) -> float:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (PROVEX_ROOT, os.environ.get("PYTHONPATH")) if p)}
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "provex", *argv], env=env, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if proc.returncode != 0 or "0 images explained" not in proc.stdout:
+        raise RuntimeError(f"resuming the finished run failed: {proc.stdout[-500:]} {proc.stderr[-1000:]}")
+    return seconds
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = _parser().parse_args(argv)
+    images = a.images if a.images is not None else (QUICK["images"] if a.quick else 500)
+    shard = a.shard_size if a.shard_size is not None else (QUICK["shard_size"] if a.quick else 10)
+    checks = {"--images": images, "--shard-size": shard, "--threads": a.threads, "--workers": min(a.workers)}
+    for name, v in checks.items():
+        if v < 1:
+            raise ValueError(f"{name} must be >= 1, got {v}")
+    methods: dict[str, dict[str, Any]] = {m: {} for m in a.methods}
+    for pair in a.option or []:
+        name, _, kv = pair.partition(":")
+        if name not in methods or not kv:
+            raise ValueError(f"--option must look like METHOD:KEY=VALUE for a method of --methods, got {pair!r}")
+        methods[name].update(parse_options([kv]))
+    workers = sorted(set(a.workers))
+    model = models.load("mnist-cnn")
+    work = Path(a.work) if a.work else Path(tempfile.mkdtemp(prefix="provex-run-scaling-"))
+    out = Path(a.out)
+    load_before = _loadavg()
+    torch.set_num_threads(a.threads)
+    probe = torch.rand(64, 1, 28, 28)
+    fb_before = forward_backward_seconds(model, probe, repeats=3)[1]
+    common = {"limit": images, "shard_size": shard, "threads": a.threads, "progress": False, "new": True}
+    runs: list[dict[str, Any]] = []
+    maps: dict[str, dict[str, torch.Tensor]] = {}
+    ray_start = None
+    try:
+        for engine in a.engines:
+            if engine == "ray":
+                from provex.runs.ray_engine import import_ray
+
+                ray = import_ray()
+                t0 = time.perf_counter()
+                path = os.pathsep.join(p for p in (PROVEX_ROOT, os.environ.get("PYTHONPATH")) if p)
+                ray.init(
+                    num_cpus=max(workers) * a.threads,
+                    include_dashboard=False,
+                    logging_level="WARNING",
+                    log_to_driver=False,
+                    runtime_env={"env_vars": {"PYTHONPATH": path}},
+                )
+                ray_start = time.perf_counter() - t0
+            for w in workers:
+                folder = work / f"{engine}-w{w}"
+                t0 = time.perf_counter()
+                result = run(model, "mnist-test", methods, out=folder, engine=engine, workers=w, **common)
+                wall = time.perf_counter() - t0
+                if not result.complete:
+                    raise RuntimeError(f"{engine} with {w} workers: failed shards {result.failed}")
+                compute = float(result.table.seconds.sum())
+                runs.append(
+                    {
+                        "engine": engine,
+                        "workers": w,
+                        "wall_s": wall,
+                        "images_per_s": images / wall,
+                        "method_seconds_sum": compute,
+                        "parallel_efficiency": compute / (wall * w),
+                        "load_average_after": _loadavg(),
+                    }
+                )
+                maps[f"{engine}-w{w}"] = {m: result.maps[m] for m in methods}
+                print(f"{engine:5s} {w} worker(s): {wall:7.1f} s, {images / wall:.3f} images/s", flush=True)
+            if engine == "ray":
+                ray.shutdown()
+        # resuming a finished run: nothing is recomputed
+        first = f"{runs[0]['engine']}-w{runs[0]['workers']}"
+        t0 = time.perf_counter()
+        again = run(
+            model, "mnist-test", methods, out=work / first, engine="local", workers=1, **{**common, "new": False}
+        )
+        resume_api = time.perf_counter() - t0
+        assert again.session["shards_done"] == 0
+        argv_cli = ["run", "--model", "mnist-cnn", "--data", "mnist-test", "--limit", str(images)]
+        argv_cli += ["--methods", *methods, "--shard-size", str(shard), "--no-progress", "--out", str(work / first)]
+        argv_cli += [f"-O{m}:{k}={v!r}" for m, o in methods.items() for k, v in o.items()]
+        resume_cli = _resume_cli_seconds(argv_cli)
+    finally:
+        if not a.work:
+            shutil.rmtree(work, ignore_errors=True)
+    fb_after = forward_backward_seconds(model, probe, repeats=3)[1]
+    names = list(maps)
+    identical = all(torch.equal(maps[names[0]][m], maps[n][m]) for n in names[1:] for m in methods)
+
+    def wall(engine: str, w: int) -> float | None:
+        return next((r["wall_s"] for r in runs if r["engine"] == engine and r["workers"] == w), None)
+
+    speedups = {e: {str(w): wall(e, 1) / wall(e, w) for w in workers if wall(e, 1) and wall(e, w)} for e in a.engines}
+    overhead = {str(w): wall("ray", w) / wall("local", w) - 1 for w in workers if wall("ray", w) and wall("local", w)}
+    top = max(workers)
+    goals = {
+        "local_speedup_2_workers": speedups.get("local", {}).get("2"),
+        "local_speedup_goal": GOAL_SPEEDUP,
+        "local_speedup_met": (speedups.get("local", {}).get("2") or 0) >= GOAL_SPEEDUP,
+        "ray_overhead_at_max_workers": overhead.get(str(top)),
+        "ray_overhead_goal": GOAL_RAY_OVERHEAD,
+        "ray_overhead_met": all(v <= GOAL_RAY_OVERHEAD for v in overhead.values()) if overhead else None,
+        "resume_api_s": resume_api,
+        "resume_cli_s": resume_cli,
+        "identical_maps": identical,
+    }
+    results = {
+        "settings": {
+            "images": images,
+            "methods": methods,
+            "shard_size": shard,
+            "threads_per_worker": a.threads,
+            "workers": workers,
+            "engines": a.engines,
+            "quick": a.quick,
+            "model": "mnist-cnn",
+            "data": "mnist-test",
+            "environment": environment(),
+            "load_average_before": load_before,
+            "load_average_after": _loadavg(),
+            "forward_backward_batch64_s": [fb_before, fb_after],
+            "ray_start_s": ray_start,
+        },
+        "runs": runs,
+        "speedup": speedups,
+        "ray_overhead": overhead,
+        "goals": goals,
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "results.json", results)
+    _plot(results, out / "scaling.png")
+    fb = (fb_before + fb_after) / 2
+    lines = [
+        f"# run scaling: {'+'.join(methods)}, {images} MNIST test images, shards of {shard}, "
+        f"{a.threads} thread(s) per worker{' (quick)' if a.quick else ''}",
+        "",
+        "| engine | workers | wall s | images/s | speed-up | s per image / fwd+bwd(64) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in runs:
+        sp = speedups.get(r["engine"], {}).get(str(r["workers"]))
+        lines.append(
+            f"| {r['engine']} | {r['workers']} | {r['wall_s']:.1f} | {r['images_per_s']:.3f} | "
+            f"{sp:.2f}x | {r['wall_s'] * r['workers'] / images / fb:.1f} |"
+            if sp
+            else f"| {r['engine']} | {r['workers']} | {r['wall_s']:.1f} | {r['images_per_s']:.3f} | - | - |"
+        )
+    lines += [
+        "",
+        "- Ray overhead against local at equal workers: "
+        + ", ".join(f"{w} worker(s) {v * 100:+.1f} %" for w, v in overhead.items())
+        + f" (goal <= {GOAL_RAY_OVERHEAD * 100:.0f} %); private Ray start-up {ray_start or 0:.1f} s, not included",
+        f"- local speed-up with 2 workers: {goals['local_speedup_2_workers'] or float('nan'):.2f}x "
+        f"(goal >= {GOAL_SPEEDUP}x)",
+        f"- resume a finished run: {resume_api:.2f} s (provex.run in this process), "
+        f"{resume_cli:.1f} s (`provex run` in a fresh interpreter)",
+        f"- identical maps across all runs: {identical}",
+        f"- one forward+backward pass of 64 images: {fb * 1e3:.1f} ms; load average before {load_before}, "
+        f"after {results['settings']['load_average_after']} on {os.cpu_count()} cores",
+    ]
+    table = "\n".join(lines) + "\n"
+    with atomic_write(out / "table.md") as tmp:
+        tmp.write_text(table)
+    print(table)
+    print(f"wrote {out / 'results.json'}, {out / 'scaling.png'}, {out / 'table.md'}")
+    return 0 if identical else 1
