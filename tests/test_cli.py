@@ -30,17 +30,17 @@ def test_methods(capsys: pytest.CaptureFixture[str]) -> None:
 def test_explain_default_writes_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["explain", "--out", str(tmp_path)]) == 0
     line = capsys.readouterr().out.strip()
-    assert line.startswith("sensitivity on 8 image(s) of mnist-cnn")
-    exp = Explanation.load(tmp_path / "mnist-cnn-sensitivity.pt")
+    assert line.startswith("sensitivity on 8 image(s) (mnist-samples) with mnist-cnn")
+    exp = Explanation.load(tmp_path / "mnist-samples-sensitivity.pt")
     assert exp.relevance.shape == (8, 1, 28, 28)
-    assert (tmp_path / "mnist-cnn-sensitivity.png").read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / "mnist-samples-sensitivity.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_explain_options_and_input(tmp_path: Path) -> None:
     x, _ = provex.data.samples()
     torch.save(x[:2], tmp_path / "in.pt")
     assert main(["explain", "--input", str(tmp_path / "in.pt"), "-O", "absolute=True", "--out", str(tmp_path)]) == 0
-    exp = Explanation.load(tmp_path / "mnist-cnn-sensitivity.pt")
+    exp = Explanation.load(tmp_path / "in-sensitivity.pt")
     assert exp.relevance.shape[0] == 2 and bool((exp.relevance >= 0).all())
 
 
@@ -48,7 +48,7 @@ def test_explain_options_and_input(tmp_path: Path) -> None:
     ("argv", "message"),
     [
         (["explain", "--method", "nope"], "available methods"),
-        (["explain", "--model", "nope"], "available models: "),
+        (["explain", "--model", "nope"], "'nope' is not a zoo model"),
         (["explain", "--model", "lpn-mnist"], "is a denoiser, not a classifier"),
         (["explain", "--index", "50"], "--index out of range"),
         (["explain", "--target", "12"], "target out of range"),
