@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +11,7 @@ import pytest
 import torch
 
 import provex
+from provex.benchmarks import BENCHMARKS
 from provex.cli import main
 from provex.explanation import Explanation
 
@@ -84,3 +86,24 @@ def test_console_script_runs() -> None:
         env={**__import__("os").environ, "PYTHONPATH": str(Path(provex.__file__).parents[1])},
     )
     assert proc.returncode == 0 and provex.__version__ in proc.stdout
+
+
+@pytest.mark.parametrize("name", sorted(BENCHMARKS))
+def test_every_benchmark_has_the_shared_quick(name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--quick`` means the same everywhere: its help is the shared definition plus what is made smaller."""
+    from provex.benchmarks.common import QUICK
+
+    with pytest.raises(SystemExit) as e:
+        importlib.import_module(BENCHMARKS[name]).main(["--help"])
+    assert e.value.code == 0
+    text = "".join(capsys.readouterr().out.split())
+    assert "--quick" in text and "".join(QUICK.split()) in text
+
+
+def test_long_commands_show_progress_by_default() -> None:
+    from provex.cli import build_parser
+
+    parser = build_parser()
+    for argv in (["explain"], ["test-concepts"]):
+        assert parser.parse_args(argv).progress is True
+        assert parser.parse_args([*argv, "--no-progress"]).progress is False

@@ -22,8 +22,8 @@ gradient, 64 draws, noise 0.3 of the range); see ``BENCHMARK_OPTIONS``. ``-O MET
 overrides a method option; ``--maps-from DIR`` re-evaluates the maps an earlier run saved
 (e.g. under other evaluation settings) instead of computing them; ``--noise gaussian``
 evaluates under the rate-distortion methods' noise model (per-pixel training mean and
-variance) instead of the papers' uniform noise. ``--quick`` (CI): 4 images, step 10, 8 draws,
-small map budgets.
+variance) instead of the papers' uniform noise. ``--quick``: one image, every setting as in the
+full run (the shared meaning, ``provex.benchmarks.common.QUICK``).
 """
 
 from __future__ import annotations
@@ -38,15 +38,15 @@ import torch
 from tqdm.auto import tqdm
 
 from provex import models
-from provex.benchmarks.common import environment, print_table, write_json
+from provex.benchmarks.common import add_progress_argument, add_quick_argument, environment, print_table, write_json
 from provex.benchmarks.model_speed import forward_backward_seconds
 from provex.cli.options import parse_options
 from provex.data.samples import sample_indices, samples
 from provex.evaluate import OrderingCurve, gaussian_noise, plot_map_grid, plot_ordering_curves, relevance_ordering
 from provex.explanation import Explanation, atomic_path
-from provex.registry import explain, get_method, methods
+from provex.registry import explain, methods
 
-__all__ = ["BENCHMARK_OPTIONS", "FW_METHODS", "PAPER_METHODS", "QUICK_OPTIONS", "claim_check", "main"]
+__all__ = ["BENCHMARK_OPTIONS", "FW_METHODS", "PAPER_METHODS", "QUICK", "claim_check", "main"]
 
 PAPER_METHODS = [
     "sensitivity",
@@ -73,18 +73,8 @@ BENCHMARK_OPTIONS: dict[str, dict[str, Any]] = {
 }
 """Options the benchmark passes where the paper's settings differ from a method's defaults."""
 
-QUICK_OPTIONS: dict[str, dict[str, Any]] = {
-    "smoothgrad": {"n_samples": 16},
-    "kernel-shap": {"n_samples": 300},
-    "lime": {"n_samples": 300},
-    "l-rde": {"max_iter": 100},
-    "rc-rde": {"max_iter": 50},
-    "mr-rde": {"max_iter": 50},
-    "ord-rde": {"max_iter": 10},
-}
-"""Smaller budgets for ``--quick``; an option a method does not have is skipped."""
-
-QUICK = {"images": 4, "step": 10, "n_noise": 8}
+QUICK = {"images": 1}
+"""``--quick``: the same methods and settings on one image (see ``provex.benchmarks.common.QUICK``)."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -93,9 +83,9 @@ def _parser() -> argparse.ArgumentParser:
         description="Relevance ordering test of every method on the shipped MNIST images (FW-RDE comparison).",
     )
     p.add_argument("--model", default="mnist-cnn", help="zoo model (default: mnist-cnn)")
-    p.add_argument("--images", type=int, default=None, help="number of shipped samples (default 50; quick 4)")
-    p.add_argument("--n-noise", type=int, default=None, help="noise draws per step (default 64; paper 512; quick 8)")
-    p.add_argument("--step", type=int, default=None, help="components replaced per step (default 5; quick 10)")
+    p.add_argument("--images", type=int, default=None, help="number of shipped samples (default 50; quick 1)")
+    p.add_argument("--n-noise", type=int, default=64, help="noise draws per step (default 64; paper 512)")
+    p.add_argument("--step", type=int, default=5, help="components replaced per step (default 5)")
     p.add_argument("--methods", nargs="+", default=PAPER_METHODS, metavar="NAME", help="methods (default: paper's)")
     p.add_argument("-O", "--option", action="append", metavar="METHOD:KEY=VALUE", help="method option, repeatable")
     p.add_argument(
@@ -112,23 +102,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=512, help="rows per model call in the evaluation")
-    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile the model")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True, help="torch.compile the model")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--grid-images", type=int, default=8, help="columns of the map figure")
-    p.add_argument("--quick", action="store_true", help="CI smoke run: 4 images, step 10, 8 draws, small budgets")
+    add_quick_argument(p, "1 image")
+    add_progress_argument(p)
     p.add_argument("--out", default="results/ordering", help="output folder")
     return p
 
 
-def _method_options(names: list[str], pairs: list[str] | None, quick: bool) -> dict[str, dict[str, Any]]:
-    opts: dict[str, dict[str, Any]] = {}
-    for name in names:
-        valid = get_method(name).options
-        o = dict(BENCHMARK_OPTIONS.get(name, {}))
-        if quick:
-            o.update({k: v for k, v in QUICK_OPTIONS.get(name, {}).items() if k in valid})
-        opts[name] = o
+def _method_options(names: list[str], pairs: list[str] | None) -> dict[str, dict[str, Any]]:
+    opts: dict[str, dict[str, Any]] = {name: dict(BENCHMARK_OPTIONS.get(name, {})) for name in names}
     for pair in pairs or []:
         if ":" not in pair:
             raise ValueError(f"--option must look like METHOD:KEY=VALUE, got {pair!r}")
@@ -198,15 +183,13 @@ def claim_check(curves: dict[str, OrderingCurve]) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     a = _parser().parse_args(argv)
     images = a.images if a.images is not None else (QUICK["images"] if a.quick else 50)
-    n_noise = a.n_noise if a.n_noise is not None else (QUICK["n_noise"] if a.quick else 64)
-    step = a.step if a.step is not None else (QUICK["step"] if a.quick else 5)
-    use_compile = a.compile if a.compile is not None else not a.quick
+    n_noise, step, use_compile = a.n_noise, a.step, a.compile
     if a.threads is not None:
         if a.threads < 1:
             raise ValueError(f"--threads must be >= 1, got {a.threads}")
         torch.set_num_threads(a.threads)
     _check_methods(a.methods)
-    opts = _method_options(a.methods, a.option, a.quick)
+    opts = _method_options(a.methods, a.option)
     model = models.load(a.model, device=a.device)
     sample_set = models.entry(a.model).samples
     if sample_set is None:
@@ -231,13 +214,13 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
 
     probe = torch.rand(a.batch_size, *x.shape[1:], device=a.device)
-    repeats = 1 if a.quick else 3
+    repeats = 3
     fwd_before, fb_before = forward_backward_seconds(model, probe, repeats=repeats)
 
     curves: dict[str, OrderingCurve] = {}
     maps: dict[str, torch.Tensor] = {}
     results: dict[str, Any] = {}
-    for name in tqdm(a.methods, desc="methods", unit="method"):
+    for name in tqdm(a.methods, desc="methods", unit="method", disable=not a.progress):
         if a.maps_from is None:
             t0 = time.perf_counter()
             exp = explain(model, x, name, device=a.device, **opts[name])
@@ -255,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
             seed=a.seed,
             batch_size=a.batch_size,
             compile=use_compile,
-            progress=True,
+            progress=a.progress,
         )
         curves[name], maps[name] = curve, exp.relevance.detach().cpu()
         results[name] = {
