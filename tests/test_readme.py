@@ -112,3 +112,12 @@ def test_parser_and_command_rules(tmp_path: Path) -> None:
         run.run(Block(1, "bash", "ray start --head"))
     with pytest.raises(AssertionError, match="exit code 2"):
         run.run(Block(1, "bash", "provex explain --method nope"))
+
+
+def test_figures_referenced_by_the_readme_exist() -> None:
+    import re
+
+    paths = re.findall(r"!\[[^\]]*\]\(([^)\s]+)\)", (ROOT / "README.md").read_text())
+    assert paths, "the README shows at least the example figure"
+    missing = [p for p in paths if not (ROOT / p).is_file()]
+    assert missing == []

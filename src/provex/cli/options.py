@@ -36,6 +36,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from provex.reference import Reference
+
 __all__ = [
     "Inputs",
     "add_image_arguments",
@@ -49,6 +51,7 @@ __all__ = [
     "load_inputs",
     "load_reference",
     "load_tensor_file",
+    "normalization_arg",
     "one_line",
     "output_files",
     "parse_options",
@@ -272,7 +275,9 @@ def _resize_arg(resize: Sequence[int] | None) -> tuple[int, int] | None:
     return (resize[0], resize[0]) if len(resize) == 1 else (resize[0], resize[1])
 
 
-def normalization_arg(normalize: str | None, mean: Sequence[float] | None, std: Sequence[float] | None):
+def normalization_arg(
+    normalize: str | None, mean: Sequence[float] | None, std: Sequence[float] | None
+) -> dict[str, list[float]] | None:
     """(mean, std) lists from ``--normalize`` / ``--mean`` / ``--std``, or None."""
     from provex.data.images import IMAGENET_MEAN, IMAGENET_STD
 
@@ -464,15 +469,13 @@ def load_reference(
     resize: Sequence[int] | None,
     normalization: dict[str, list[float]] | None,
     progress: bool = False,
-):
+) -> Reference:
     """``--reference``: a saved reference file, or a folder / glob of images fitted now.
 
     A reference describes the same pixels as ``--input``: ``--resize`` applies to a folder
     and ``--normalize`` / ``--mean/--std`` to both (mean and background shift and scale,
     variance scales by std squared), so it ends up in the space the model sees.
     """
-    from provex.reference import Reference
-
     path = Path(spec)
     if path.is_file() and path.suffix.lower() == ".safetensors":
         ref = Reference.load(path, name="--reference")
