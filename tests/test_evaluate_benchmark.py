@@ -16,7 +16,19 @@ from provex.explanation import Explanation
 
 
 def test_small_run_writes_results_and_figures(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    argv = ["--quick", "--images", "2", "--grid-images", "2", "--batch-size", "128"]
+    argv = [
+        "--step",
+        "10",
+        "--n-noise",
+        "8",
+        "--no-compile",
+        "--images",
+        "2",
+        "--grid-images",
+        "2",
+        "--batch-size",
+        "128",
+    ]
     argv += ["--methods", "sensitivity", "deep-taylor"]
     assert main([*argv, "-O", "deep-taylor:low=-0.5", "--out", str(tmp_path)]) == 0
     res = json.loads((tmp_path / "results.json").read_text())
@@ -28,7 +40,7 @@ def test_small_run_writes_results_and_figures(tmp_path: Path, capsys: pytest.Cap
         assert len(m["curve"]["distortion"]) == len(m["curve"]["fraction_kept"]) == 80  # ceil(784 / 10) + 1
         assert m["curve"]["settings"]["n_noise"] == 8
     s = res["settings"]
-    assert s["images"] == 2 and s["step"] == 10 and s["quick"] and not s["compile"]
+    assert s["images"] == 2 and s["step"] == 10 and not s["quick"] and not s["compile"]
     assert s["method_options"] == {"sensitivity": {"absolute": True}, "deep-taylor": {"low": -0.5}}
     assert s["throughput"]["evaluation_forward_passes"] == 2 * (2 + 2 * 79 * 8)
     for name in ("ordering.png", "maps.png"):
@@ -115,6 +127,6 @@ def test_claim_check() -> None:
 
 @pytest.mark.slow
 def test_quick_run_of_every_paper_method(tmp_path: Path) -> None:
-    """The CI smoke run with the full default method list (needs the RDE methods registered)."""
+    """The quick run (one image, the paper's settings) with the full default method list."""
     assert main(["--quick", "--out", str(tmp_path)]) == 0
     assert set(json.loads((tmp_path / "results.json").read_text())["methods"]) == set(PAPER_METHODS)

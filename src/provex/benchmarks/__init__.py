@@ -18,4 +18,5 @@ BENCHMARKS: dict[str, str] = {
     "explain-cost": "provex.benchmarks.explain_cost",
     "batch-independence": "provex.benchmarks.batch_independence",
     "run-scaling": "provex.benchmarks.run_scaling",
+    "readme": "provex.benchmarks.readme",
 }

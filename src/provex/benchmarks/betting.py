@@ -39,7 +39,7 @@ import torch
 from scipy.stats import kstest, norm
 from tqdm.auto import tqdm
 
-from provex.benchmarks.common import environment, print_table, write_json
+from provex.benchmarks.common import add_progress_argument, add_quick_argument, environment, print_table, write_json
 from provex.stats import (
     GaussianSampler,
     cskit,
@@ -366,7 +366,7 @@ def _parse_blocks(text: str) -> list[str]:
 
 
 # settings that change no block's numbers
-_RUN_ONLY = ("blocks", "progress", "out")
+_RUN_ONLY = ("blocks", "progress", "out", "quick")  # quick: its effect is in the repeat counts
 
 
 def _previous(path: Path, a: argparse.Namespace) -> dict[str, Any]:
@@ -401,9 +401,12 @@ def main(argv: list[str] | None = None) -> int:
         "which must have been made with the same settings",
     )
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--progress", action="store_true")
+    add_progress_argument(p)
+    add_quick_argument(p, "10 repeats of the tests (and of FDR), 50 SHAP-XRT repeats, 200 bound repeats")
     p.add_argument("--out", default="results/betting")
     a = p.parse_args(argv)
+    if a.quick:
+        a.repeats, a.fdr_repeats, a.xrt_repeats, a.bound_repeats = 10, 10, 50, 200
     for name in ("repeats", "tau_max", "fdr_repeats", "xrt_repeats", "xrt_k", "bound_repeats"):
         if getattr(a, name) < 2:
             raise ValueError(f"--{name.replace('_', '-')} must be at least 2")

@@ -1,7 +1,16 @@
-"""Small helpers shared by the benchmarks: timing, JSON output and a plain-text table."""
+"""Small helpers shared by the benchmarks: timing, JSON output, a plain-text table, common options.
+
+``--quick`` means the same on every benchmark (:data:`QUICK`): the same code path and the same
+method settings as the full run, on a small input (fewer images, repeats or sweep points) that
+finishes in about a minute on the 2-core machine provex is developed on. It checks that the
+benchmark runs end to end; its numbers are not the benchmark's result. Each benchmark adds it
+with :func:`add_quick_argument`, naming what it makes smaller. Long benchmarks show progress
+bars by default (:func:`add_progress_argument`: ``--no-progress`` turns them off).
+"""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -15,7 +24,35 @@ import torch
 
 from provex.explanation import atomic_path
 
-__all__ = ["environment", "print_table", "time_call", "write_json"]
+__all__ = [
+    "QUICK",
+    "add_progress_argument",
+    "add_quick_argument",
+    "environment",
+    "print_table",
+    "time_call",
+    "write_json",
+]
+
+QUICK = (
+    "the same code path and method settings as the full run on a small input that finishes in about a minute "
+    "on a 2-core CPU (checks that it runs; not the measured result)"
+)
+
+
+def add_quick_argument(parser: argparse.ArgumentParser, smaller: str) -> None:
+    """``--quick`` with the shared meaning (:data:`QUICK`); ``smaller`` says what this benchmark reduces."""
+    parser.add_argument("--quick", action="store_true", help=f"{QUICK}; here: {smaller}")
+
+
+def add_progress_argument(parser: argparse.ArgumentParser) -> None:
+    """``--progress`` / ``--no-progress``, on by default."""
+    parser.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="progress bars (default on; --no-progress turns them off)",
+    )
 
 
 def time_call(fn: Callable[[], Any], repeats: int = 5, warmup: int = 1) -> float:

@@ -46,7 +46,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from provex import models
-from provex.benchmarks.common import environment, print_table, write_json
+from provex.benchmarks.common import add_progress_argument, add_quick_argument, environment, print_table, write_json
 from provex.benchmarks.model_speed import forward_backward_seconds
 from provex.data.crosses import crosses
 from provex.registry import explain
@@ -259,20 +259,21 @@ def _examples(images: torch.Tensor, masks: torch.Tensor, examples: dict[str, tor
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="provex benchmark hshap", description=__doc__)
-    p.add_argument("--images", type=int, default=None, help="true-positive images (default 100, --quick 10)")
-    p.add_argument("--quick", action="store_true", help="10 images, budgets 100 and 1000: a couple of minutes")
+    p.add_argument("--images", type=int, default=None, help="true-positive images (default 100, --quick 5)")
+    add_quick_argument(p, "5 images")
+    add_progress_argument(p)
     p.add_argument("--budgets", type=int, nargs="+", default=None, help="KernelSHAP / LIME samples (default 300 3000)")
     p.add_argument("--crosses", type=int, nargs="+", default=[1], help="crosses per image (default 1)")
-    p.add_argument("--smoothgrad-samples", type=int, default=None, help="SmoothGrad samples (default 50, --quick 20)")
+    p.add_argument("--smoothgrad-samples", type=int, default=None, help="SmoothGrad samples (default 50)")
     p.add_argument("--grid", type=int, default=4, help="KernelSHAP / LIME feature cell in pixels (default 4)")
     p.add_argument("--batch-size", type=int, default=256, help="model inputs per forward pass")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: the CPU is shared)")
     p.add_argument("--out", default="results/hshap")
     a = p.parse_args(argv)
-    n = a.images if a.images is not None else (10 if a.quick else 100)
-    budgets = a.budgets or ([100, 1000] if a.quick else [300, 3000])
-    smooth_samples = a.smoothgrad_samples or (20 if a.quick else 50)
+    n = a.images if a.images is not None else (5 if a.quick else 100)
+    budgets = a.budgets or [300, 3000]
+    smooth_samples = a.smoothgrad_samples or 50
     if n < 1 or any(b < 1 for b in budgets) or smooth_samples < 1 or a.grid < 1 or a.threads < 1:
         raise ValueError("--images, --budgets, --smoothgrad-samples, --grid and --threads must be positive")
     torch.set_num_threads(a.threads)
@@ -288,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     results: list[dict[str, Any]] = []
     examples: dict[str, torch.Tensor] = {}
     n_show = min(3, n)
-    bar = tqdm(total=len(methods) * n, desc="hshap benchmark", unit="map")
+    bar = tqdm(total=len(methods) * n, desc="hshap benchmark", unit="map", disable=not a.progress)
     for method in methods:
         torch.manual_seed(a.seed)
         counter.rows = 0

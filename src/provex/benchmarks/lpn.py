@@ -30,7 +30,7 @@ import matplotlib.pyplot as plt
 import torch
 
 from provex import models
-from provex.benchmarks.common import environment, print_table, write_json
+from provex.benchmarks.common import add_quick_argument, environment, print_table, write_json
 from provex.viz.heatmap import save_figure
 
 __all__ = ["main", "plot_laplace", "plot_prior_curves", "plot_reconstructions"]
@@ -158,7 +158,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--levels", type=int, default=None, help="use only the first K perturbation levels (quick runs)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="results/lpn")
+    add_quick_argument(p, "5 test images and 5 validation images")
     a = p.parse_args(argv)
+    if a.quick:
+        a.images, a.val_images = 5, 5
     if a.images <= 0 or a.val_images <= 0:
         raise ValueError("--images and --val-images must be positive")
     if a.cs_measurements < 0 or not all(0 < m < 1 for m in a.missing):

@@ -17,7 +17,7 @@ import matplotlib.pyplot as plt
 import torch
 
 from provex import models
-from provex.benchmarks.common import environment, print_table, time_call, write_json
+from provex.benchmarks.common import add_quick_argument, environment, print_table, time_call, write_json
 from provex.viz.heatmap import save_figure
 
 __all__ = ["forward_backward_seconds", "main"]
@@ -41,11 +41,14 @@ def forward_backward_seconds(model: torch.nn.Module, x: torch.Tensor, repeats: i
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="provex benchmark model-speed", description=__doc__)
     p.add_argument("--model", default="mnist-cnn")
-    p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 64, 512])
+    p.add_argument("--batch-sizes", type=int, nargs="+", default=None, help="default 1 64 512")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", default="results/model-speed")
+    add_quick_argument(p, "batch sizes 1 and 64")
     a = p.parse_args(argv)
+    if a.batch_sizes is None:
+        a.batch_sizes = [1, 64] if a.quick else [1, 64, 512]
     if any(b <= 0 for b in a.batch_sizes):
         raise ValueError("--batch-sizes must be positive")
     model = models.load(a.model, device=a.device)

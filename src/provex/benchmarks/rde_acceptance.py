@@ -30,7 +30,13 @@ import numpy as np
 import torch
 
 from provex import models
-from provex.benchmarks.common import environment, print_table, write_json
+from provex.benchmarks.common import (
+    add_progress_argument,
+    add_quick_argument,
+    environment,
+    print_table,
+    write_json,
+)
 from provex.data.samples import samples
 from provex.rde import ADFDistortion, Components, GaussianNoise, MonteCarloDistortion
 from provex.registry import explain
@@ -47,7 +53,8 @@ def top_k_mask(scores: torch.Tensor, k: int) -> torch.Tensor:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="provex benchmark rde-acceptance", description=__doc__)
-    p.add_argument("--quick", action="store_true", help="fewer images and draws (a smoke run, not the acceptance)")
+    add_quick_argument(p, "4 images for RC-RDE against the baselines, 1 image for the ADF check")
+    add_progress_argument(p)
     p.add_argument("--out", default="results/rde-acceptance")
     p.add_argument("--rate", type=int, default=100)
     p.add_argument("--draws", type=int, default=512, help="Monte Carlo draws for scoring the masks")
@@ -60,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     n_images = 50
     if a.quick:
-        n_images, a.draws, a.adf_draws, a.adf_images = 6, 128, 5000, 1
+        n_images, a.adf_images = 4, 1
     for name in ("rate", "draws", "adf_draws", "adf_images", "threads"):
         if getattr(a, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be positive")
@@ -119,7 +126,7 @@ def _baselines(
 ) -> None:
     """Part 1: RC-RDE vs sensitivity top-k vs random k-pixel masks, one fixed MC scorer."""
     n_images, n, dev = x.shape[0], x[0].numel(), x.device
-    rc = explain(model, x, "rc-rde", rate=a.rate, progress=True)
+    rc = explain(model, x, "rc-rde", rate=a.rate, progress=a.progress)
     target = rc.target
     sens = explain(model, x, "sensitivity", target=target, absolute=True)
     gen = torch.Generator().manual_seed(a.seed)

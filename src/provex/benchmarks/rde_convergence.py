@@ -33,7 +33,13 @@ import numpy as np
 import torch
 
 from provex import models
-from provex.benchmarks.common import environment, print_table, write_json
+from provex.benchmarks.common import (
+    add_progress_argument,
+    add_quick_argument,
+    environment,
+    print_table,
+    write_json,
+)
 from provex.benchmarks.model_speed import forward_backward_seconds
 from provex.data.samples import samples
 from provex.rde import ADFDistortion, Components, GaussianNoise, MonteCarloDistortion
@@ -90,7 +96,8 @@ def _timed(fn: Any) -> tuple[Any, float]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="provex benchmark rde-convergence", description=__doc__)
-    p.add_argument("--quick", action="store_true", help="a small, fast version (a few images, few iterations)")
+    add_quick_argument(p, "2 images (1 for the convergence curves, the one-at-a-time runs and the per-method times)")
+    add_progress_argument(p)
     p.add_argument("--out", default="results/rde-convergence")
     p.add_argument("--images", type=int, default=50, help="images for the deterministic FW and N = 50 runs")
     p.add_argument("--conv-images", type=int, default=10, help="images for the other convergence curves")
@@ -101,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cpu")
     a = p.parse_args(argv)
     if a.quick:
-        a.images, a.conv_images, a.ref_iter, a.single_images = 4, 2, 300, 2
+        a.images, a.conv_images, a.single_images = 2, 1, 1
     for name in ("images", "conv_images", "ref_iter", "single_images", "rate", "threads"):
         if getattr(a, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be positive")
@@ -113,8 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     n_img = min(a.images, x_all.shape[0])
     x = x_all[:n_img]
     xc = x_all[: min(a.conv_images, n_img)]
-    sto_iter = 60 if a.quick else 300
-    lrde_iter = 150 if a.quick else 1500
+    sto_iter = 300
+    lrde_iter = 1500
     default_iter = 300
     results: dict[str, Any] = {"settings": vars(a), "environment": environment()}
 
@@ -123,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"one forward+backward pass of a batch of 64: {fb64 * 1e3:.1f} ms")
 
     # 1. deterministic FW, ADF, monotone rule (the default) on all images; 2/(t+2) on a subset
-    det = explain(model, x, "rc-rde", rate=a.rate, max_iter=a.ref_iter, progress=False)
+    det = explain(model, x, "rc-rde", rate=a.rate, max_iter=a.ref_iter, progress=a.progress)
     its = iterations_to_within(det.info["objective"])
     results["deterministic_fw_adf"] = {
         "step": "monotone",
@@ -139,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         f"median {statistics.median(its)}, max {max(its)}, "
         f"{100 * np.mean([i <= default_iter for i in its]):.0f}% of images within {default_iter}"
     )
-    det2 = explain(model, xc, "rc-rde", rate=a.rate, max_iter=a.ref_iter, step="2/(t+2)", progress=False)
+    det2 = explain(model, xc, "rc-rde", rate=a.rate, max_iter=a.ref_iter, step="2/(t+2)", progress=a.progress)
     its2 = iterations_to_within(det2.info["objective"])
     results["deterministic_fw_adf_open_loop"] = {
         "step": "2/(t+2)",
@@ -170,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         init="zeros",
         max_iter=sto_iter,
         callback=keep,
-        progress=False,
+        progress=a.progress,
     )
     target = sto.target
     scorer = MonteCarloDistortion(
@@ -194,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     }
 
     # 3. L-RDE (its own Lagrangian objective)
-    lr = explain(model, xc, "l-rde", max_iter=lrde_iter, tol=0.0, progress=False)
+    lr = explain(model, xc, "l-rde", max_iter=lrde_iter, tol=0.0, progress=a.progress)
     its_l = iterations_to_within(lr.info["objective"])
     results["l_rde"] = {
         "images": xc.shape[0],

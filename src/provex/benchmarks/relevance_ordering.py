@@ -23,7 +23,8 @@ overrides a method option; ``--maps-from DIR`` re-evaluates the maps an earlier 
 (a run folder such as ``OUT/run``, or a folder of ``NAME.pt`` explanations) instead of
 computing them; ``--noise gaussian`` evaluates under the rate-distortion methods' noise model
 (per-pixel training mean and variance of the model card) instead of the papers' uniform
-noise. ``--quick`` (CI): 4 images, step 10, 8 draws, small map budgets.
+noise. ``--quick``: one image, every setting as in the full run (the shared meaning,
+``provex.benchmarks.common.QUICK``).
 
 The work runs on the dataset-run engine (:func:`provex.run`): maps and curves go into the
 run folder ``OUT/run`` shard by shard, so an interrupted benchmark resumes where it stopped
@@ -44,7 +45,7 @@ from typing import Any
 import torch
 
 from provex import models
-from provex.benchmarks.common import environment, print_table, write_json
+from provex.benchmarks.common import add_progress_argument, add_quick_argument, environment, print_table, write_json
 from provex.benchmarks.model_speed import forward_backward_seconds
 from provex.cli.options import parse_options
 from provex.data.samples import sample_indices, samples
@@ -53,7 +54,7 @@ from provex.explanation import Explanation, atomic_path
 from provex.registry import get_method, methods
 from provex.runs import Run, load_run, run
 
-__all__ = ["BENCHMARK_OPTIONS", "FW_METHODS", "PAPER_METHODS", "QUICK_OPTIONS", "claim_check", "main"]
+__all__ = ["BENCHMARK_OPTIONS", "FW_METHODS", "PAPER_METHODS", "QUICK", "claim_check", "main"]
 
 PAPER_METHODS = [
     "sensitivity",
@@ -80,18 +81,8 @@ BENCHMARK_OPTIONS: dict[str, dict[str, Any]] = {
 }
 """Options the benchmark passes where the paper's settings differ from a method's defaults."""
 
-QUICK_OPTIONS: dict[str, dict[str, Any]] = {
-    "smoothgrad": {"n_samples": 16},
-    "kernel-shap": {"n_samples": 300},
-    "lime": {"n_samples": 300},
-    "l-rde": {"max_iter": 100},
-    "rc-rde": {"max_iter": 50},
-    "mr-rde": {"max_iter": 50},
-    "ord-rde": {"max_iter": 10},
-}
-"""Smaller budgets for ``--quick``; an option a method does not have is skipped."""
-
-QUICK = {"images": 4, "step": 10, "n_noise": 8}
+QUICK = {"images": 1}
+"""``--quick``: the same methods and settings on one image (see ``provex.benchmarks.common.QUICK``)."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -100,9 +91,9 @@ def _parser() -> argparse.ArgumentParser:
         description="Relevance ordering test of every method on the shipped MNIST images (FW-RDE comparison).",
     )
     p.add_argument("--model", default="mnist-cnn", help="zoo model (default: mnist-cnn)")
-    p.add_argument("--images", type=int, default=None, help="number of shipped samples (default 50; quick 4)")
-    p.add_argument("--n-noise", type=int, default=None, help="noise draws per step (default 64; paper 512; quick 8)")
-    p.add_argument("--step", type=int, default=None, help="components replaced per step (default 5; quick 10)")
+    p.add_argument("--images", type=int, default=None, help="number of shipped samples (default 50; quick 1)")
+    p.add_argument("--n-noise", type=int, default=64, help="noise draws per step (default 64; paper 512)")
+    p.add_argument("--step", type=int, default=5, help="components replaced per step (default 5)")
     p.add_argument("--methods", nargs="+", default=PAPER_METHODS, metavar="NAME", help="methods (default: paper's)")
     p.add_argument("-O", "--option", action="append", metavar="METHOD:KEY=VALUE", help="method option, repeatable")
     p.add_argument(
@@ -119,11 +110,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=512, help="rows per model call in the evaluation")
-    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile the model")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True, help="torch.compile the model")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--grid-images", type=int, default=8, help="columns of the map figure")
-    p.add_argument("--quick", action="store_true", help="CI smoke run: 4 images, step 10, 8 draws, small budgets")
+    add_quick_argument(p, "1 image")
+    add_progress_argument(p)
     p.add_argument("--engine", choices=["local", "ray"], default="local", help="dataset-run engine (default local)")
     p.add_argument("--workers", type=int, default=None, help="worker processes / Ray tasks (default: in-process)")
     p.add_argument("--address", default=None, help="ray: auto or HOST:PORT of a running cluster")
@@ -133,14 +125,8 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _method_options(names: list[str], pairs: list[str] | None, quick: bool) -> dict[str, dict[str, Any]]:
-    opts: dict[str, dict[str, Any]] = {}
-    for name in names:
-        valid = get_method(name).options
-        o = dict(BENCHMARK_OPTIONS.get(name, {}))
-        if quick:
-            o.update({k: v for k, v in QUICK_OPTIONS.get(name, {}).items() if k in valid})
-        opts[name] = o
+def _method_options(names: list[str], pairs: list[str] | None) -> dict[str, dict[str, Any]]:
+    opts: dict[str, dict[str, Any]] = {name: dict(BENCHMARK_OPTIONS.get(name, {})) for name in names}
     for pair in pairs or []:
         if ":" not in pair:
             raise ValueError(f"--option must look like METHOD:KEY=VALUE, got {pair!r}")
@@ -237,15 +223,13 @@ def claim_check(curves: dict[str, OrderingCurve]) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     a = _parser().parse_args(argv)
     images = a.images if a.images is not None else (QUICK["images"] if a.quick else 50)
-    n_noise = a.n_noise if a.n_noise is not None else (QUICK["n_noise"] if a.quick else 64)
-    step = a.step if a.step is not None else (QUICK["step"] if a.quick else 5)
-    use_compile = a.compile if a.compile is not None else not a.quick
+    n_noise, step, use_compile = a.n_noise, a.step, a.compile
     if a.threads is not None and a.threads < 1:
         raise ValueError(f"--threads must be >= 1, got {a.threads}")
     in_process = a.engine == "local" and (a.workers or 1) == 1
     threads = a.threads or (torch.get_num_threads() if in_process else 1)
     _check_methods(a.methods)
-    opts = _method_options(a.methods, a.option, a.quick)
+    opts = _method_options(a.methods, a.option)
     model = models.load(a.model, device=a.device)
     sample_set = models.entry(a.model).samples
     if sample_set is None:
@@ -270,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(threads)
 
     probe = torch.rand(a.batch_size, *x.shape[1:], device=a.device)
-    repeats = 1 if a.quick else 3
+    repeats = 3
     fwd_before, fb_before = forward_backward_seconds(model, probe, repeats=repeats)
 
     score = {
@@ -296,6 +280,7 @@ def main(argv: list[str] | None = None) -> int:
         device=a.device,
         maps_from=a.maps_from,
         new=a.new,
+        progress=a.progress,
     )
     if not result.complete:
         for f in result.failed:

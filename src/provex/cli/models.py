@@ -44,8 +44,10 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    model = models.load(args.name, path=args.weights)
+    from provex.cli.options import check_device, load_cli_model
+
     module = _trainer(args.name)
+    model = load_cli_model(args.name, args.weights, check_device(args.device))
     if not hasattr(module, "evaluate"):
         raise ValueError(f"model {args.name!r} has no evaluation recipe")
     metrics = module.evaluate(model, root=args.data, device=args.device)

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from provex.benchmarks.common import environment, print_table, write_json
+from provex.cli.options import check_device, check_out_folder, output_files
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -47,8 +48,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", default=None, help="folder with the MNIST IDX files (default: $PROVEX_DATA/mnist)")
     p.add_argument("--device", default=None, help="torch device for the model")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--progress", action="store_true", help="show progress bars")
+    p.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="progress bars for the embedding and the tests (default on; --no-progress turns them off)",
+    )
     p.add_argument("--out", default="provex-out/test-concepts", help="output folder")
+    p.add_argument("--overwrite", action="store_true", help="replace the results of an earlier run in --out")
     p.set_defaults(func=run)
 
 
@@ -70,6 +77,11 @@ def run(args: argparse.Namespace) -> int:
     from provex.stats._engine import check_alpha, check_budget
     from provex.stats.plots import plot_concept_tests
 
+    check_device(args.device)
+    out = check_out_folder(args.out)
+    output_files(
+        out, ["results.json", *(f"class{c}-{args.test}.png" for c in args.classes)], args.overwrite, ["class*-*.png"]
+    )
     check_alpha(args.alpha)
     check_budget(args.tau_max, 1)
     if args.repeats < 1:
@@ -102,7 +114,6 @@ def run(args: argparse.Namespace) -> int:
         f"{len(data.names)} concepts; CAV held-out accuracy: "
         + ", ".join(f"{k} {v:.2f}" for k, v in data.cav_accuracy.items())
     )
-    out = Path(args.out)
     results = {}
     for cls in args.classes:
         t0 = time.perf_counter()

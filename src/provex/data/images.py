@@ -94,7 +94,7 @@ def read_image(
             else:
                 arr = np.asarray(img.convert(mode), dtype=np.float32) / 255.0
                 arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as err:
         raise ValueError(f"{name}: cannot read {path} as an image ({err.__class__.__name__}: {err})") from None
     t = torch.from_numpy(np.ascontiguousarray(arr))
     if resize is not None:

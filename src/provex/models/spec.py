@@ -51,7 +51,9 @@ def _load_state_dict(model: nn.Module, weights: str | os.PathLike, name: str) ->
         state = load_file(str(path))
     else:
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # torch's pickle-protocol notes; the error below is the message
+                state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:  # pickles with code, corrupt files: never a traceback
             raise ValueError(
                 f"{name}: {path} is not a state dict readable without running code ({err.__class__.__name__})"
@@ -140,9 +142,18 @@ def load_model(
                 ) from None
             desc = {"spec": text, "digest": _file_digest(path)}
         elif text in zoo._ZOO:
-            model = zoo.load(text, device=device, path=weights)
             desc = {"spec": text, "zoo": True}
-            weights = None  # already loaded by the zoo
+            try:  # a zoo weights file (state dict + card), e.g. from `provex train`
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    model = zoo.load(text, device=device, path=weights)
+                if weights is not None:
+                    desc.update({"weights": str(weights), "weights_digest": _file_digest(Path(weights))})
+                weights = None
+            except Exception:
+                if weights is None:
+                    raise
+                model = zoo.load(text, device=device)
         else:
             raise ValueError(
                 f"{name}: {text!r} is not a zoo model ({', '.join(zoo.available())}), a torchvision:NAME, "
