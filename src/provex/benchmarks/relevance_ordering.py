@@ -51,7 +51,7 @@ from provex.cli.options import parse_options
 from provex.data.samples import sample_indices, samples
 from provex.evaluate import OrderingCurve, plot_map_grid, plot_ordering_curves
 from provex.explanation import Explanation, atomic_path
-from provex.registry import get_method, methods
+from provex.registry import methods
 from provex.runs import Run, load_run, run
 
 __all__ = ["BENCHMARK_OPTIONS", "FW_METHODS", "PAPER_METHODS", "QUICK", "claim_check", "main"]
