@@ -312,7 +312,16 @@ class RegionTestResult:
                     linestyles="solid" if sig else "dashed",
                 )
                 rr, cc = np.nonzero(m)
-                ax.text(cc.mean(), rr.mean(), str(r + 1), color=colour, fontsize=7, ha="center", va="center")
+                ax.text(
+                    cc.mean(),
+                    rr.mean(),
+                    str(r + 1),
+                    color=colour,
+                    fontsize=7,
+                    ha="center",
+                    va="center",
+                    bbox={"boxstyle": "round,pad=0.1", "fc": "white", "alpha": 0.7, "lw": 0},
+                )
                 v = float(self.values[i, r])
                 notes.append(f"{r + 1}:{v:.3g}{'*' if sig else ''}")
             ax.set_title(
@@ -325,11 +334,11 @@ class RegionTestResult:
             Line2D([0], [0], color=SIGNIFICANT, lw=2, label="significant"),
             Line2D([0], [0], color=NOT_SIGNIFICANT, lw=2, ls="--", label="not significant"),
         ]
+        height = fig.get_size_inches()[1]
         fig.legend(handles=handles, loc="lower center", ncol=2, fontsize=8, frameon=False)
-        fig.suptitle(
-            title or f"region tests ({self.test}, alpha = {self.alpha:g}): {self.control}", fontsize=8, wrap=True
-        )
-        fig.tight_layout(rect=(0, 0.04, 1, 0.95))
+        fig.suptitle(title or f"region tests: {self.test}, alpha = {self.alpha:g}", fontsize=9, y=1 - 0.08 / height)
+        fig.text(0.5, 1 - 0.3 / height, self.control, ha="center", va="top", fontsize=6.5, wrap=True)
+        fig.tight_layout(rect=(0, 0.3 / height, 1, 1 - 0.62 / height))
         with atomic_write(path) as tmp:
             fig.savefig(tmp, dpi=110, format="png")
         plt.close(fig)
