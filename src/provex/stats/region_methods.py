@@ -101,9 +101,7 @@ def register_combined(base: str) -> str:
         exp.method = name
         return attach_region_tests(exp, result)
 
-    params = [
-        inspect.Parameter(p, inspect.Parameter.POSITIONAL_OR_KEYWORD) for p in ("model", "x", "target")
-    ] + [
+    params = [inspect.Parameter(p, inspect.Parameter.POSITIONAL_OR_KEYWORD) for p in ("model", "x", "target")] + [
         inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=v)
         for k, v in {**base_options, **extra, **TEST_OPTIONS}.items()
     ]

@@ -271,7 +271,7 @@ class RegionTestResult:
         n = min(len(self), max_images)
         ncols = max(1, min(ncols or 5, n))
         nrows = -(-n // ncols)
-        fig, axes = plt.subplots(nrows, ncols, figsize=(2.9 * ncols, 3.3 * nrows), squeeze=False)
+        fig, axes = plt.subplots(nrows, ncols, figsize=(2.9 * ncols, 3.5 * nrows), squeeze=False)
         sym = "p" if self.p_values is not None else "e"
         for i, ax in enumerate(axes.flat):
             ax.set_xticks([])
@@ -338,7 +338,7 @@ class RegionTestResult:
         fig.legend(handles=handles, loc="lower center", ncol=2, fontsize=8, frameon=False)
         fig.suptitle(title or f"region tests: {self.test}, alpha = {self.alpha:g}", fontsize=9, y=1 - 0.08 / height)
         fig.text(0.5, 1 - 0.3 / height, self.control, ha="center", va="top", fontsize=6.5, wrap=True)
-        fig.tight_layout(rect=(0, 0.3 / height, 1, 1 - 0.62 / height))
+        fig.tight_layout(rect=(0, 0.3 / height, 1, 1 - 0.5 / height), h_pad=1.2)
         with atomic_write(path) as tmp:
             fig.savefig(tmp, dpi=110, format="png")
         plt.close(fig)
