@@ -59,24 +59,31 @@ def _brute_bh(p: list[float], alpha: float, c: float = 1.0) -> list[bool]:
 
 
 @pytest.mark.parametrize("test", ["xrt", "betting"])
-@pytest.mark.parametrize("fdr", [True, False])
-def test_regions_that_enter_the_model_are_rejected_and_the_others_are_not(test: str, fdr: bool) -> None:
+@pytest.mark.parametrize(("fdr", "context"), [(True, "rest"), (False, "rest"), (True, "others")])
+def test_regions_that_enter_the_model_are_rejected_and_the_others_are_not(test: str, fdr: bool, context: str) -> None:
     model = RegionModel(QUADS, [2.0, 1.0, 0.0, 0.0]).eval()
     x = torch.ones(3, 1, 8, 8)
-    res = run_tests(model, x, None, reference=_ref(0.0, 0.01), regions=QUADS, test=test, fdr=fdr, seed=[0, 1, 2])
-    assert res.rejected.tolist() == [[True, True, False, False]] * 3
+    regions = torch.cat([QUADS, torch.zeros(1, 8, 8, dtype=torch.bool)])  # an empty mask is padding
+    res = run_tests(
+        model, x, None, reference=_ref(0.0, 0.01), regions=regions, test=test, fdr=fdr, context=context, seed=[0, 1, 2]
+    )
+    assert res.valid.tolist() == [[True] * 4 + [False]] * 3
+    assert bool(res.values[:, 4].isnan().all()) and not bool(res.rejected[:, 4].any())
+    assert res.rejected[:, :4].tolist() == [[True, True, False, False]] * 3
+    extra = 1 if context == "others" else 0  # the tested side is random there: M = 1 draw of it
     if test == "xrt":
         k = res.settings["K"][0]
         # removing an entering region always lowers the score: p = 1 / (K + 1); the others tie: p = 1
         assert torch.equal(res.p_values[:, :2], torch.full((3, 2), 1 / (k + 1), dtype=torch.float64))
-        assert torch.equal(res.p_values[:, 2:], torch.ones(3, 2, dtype=torch.float64))
+        assert torch.equal(res.p_values[:, 2:4], torch.ones(3, 2, dtype=torch.float64))
         assert k == (99 if not fdr else max(99, math.ceil(4 / 0.05) - 1))
+        assert bool((res.model_calls[:, :4] == k + extra).all())
     else:
-        assert torch.equal(res.e_values[:, 2:], torch.ones(3, 2, dtype=torch.float64))  # wealth never moves
+        assert torch.equal(res.e_values[:, 2:4], torch.ones(3, 2, dtype=torch.float64))  # wealth never moves
         level = (4 if fdr else 1) / 0.05
         assert bool((res.e_values[:, :2] >= level).all())
-        assert bool((res.stopping_time[:, 2:] == 200).all()) and bool((res.stopping_time[:, :2] < 30).all())
-        assert bool((res.model_calls[:, :2] < res.model_calls[:, 2:]).all())  # clear regions cost fewer calls
+        assert bool((res.stopping_time[:, 2:4] == 200).all()) and bool((res.stopping_time[:, :2] < 30).all())
+        assert bool((res.model_calls[:, :2] < res.model_calls[:, 2:4]).all())  # clear regions cost fewer calls
 
 
 def test_xrt_p_value_matches_the_formula_on_replayed_draws() -> None:

@@ -1,7 +1,7 @@
 """Region tests (issue 16): validity on blind models, FDR with known truth, power, MNIST faithfulness.
 
 ``provex benchmark region-tests [--blocks validity,fdr,power,mnist] [--images 200]
-[--fdr-images 100] [--mnist-images 100] [--quick] [--out DIR]`` runs :func:`provex.stats.test_regions` (SHAP-XRT
+[--fdr-images 100] [--mnist-images 50] [--quick] [--out DIR]`` runs :func:`provex.stats.test_regions` (SHAP-XRT
 and betting) in four blocks and writes ``results.json`` (merged block by block, so one block
 can be rerun), ``table.md`` and figures into ``--out``:
 
@@ -22,10 +22,10 @@ can be rerun), ``table.md`` and figures into ``--out``:
   ``examples-crosses-*.png``.
 * ``mnist``: RC-RDE, h-Shap, SmoothGrad and LRP maps of the shipped MNIST CNN on
   ``--mnist-images`` test images: the fraction of each map's top-4 blocks (7 x 7) that are
-  significant (BH / e-BH per image), of its native regions (RC-RDE's components, h-Shap's cells),
-  of 4 random blocks (a floor), and the relevance-ordering AUC beside it (``step=10,
-  n_noise=16``, Gaussian noise from the model card, lower is better). ``mnist.png``,
-  ``examples-mnist-*.png``.
+  significant (BH / e-BH per image), of its 4 top native regions (RC-RDE's connected
+  components, h-Shap's positive cells), of 4 random blocks (a floor), and the
+  relevance-ordering AUC beside it (``step=10, n_noise=8``, Gaussian noise from the model card,
+  lower is better). ``mnist.png``, ``examples-mnist-*.png``.
 
 Timings are ratios against one forward pass of a batch of 256 of the same model measured in the
 same run. ``--quick``: the same code with 10 images per block (4 for ``mnist``).
@@ -281,7 +281,7 @@ def block_power(n: int, seed: int, batch_size: int, out_dir: Path) -> dict[str, 
     return out
 
 
-def block_mnist(n: int, seed: int, batch_size: int, out_dir: Path, ordering_noise: int = 16) -> dict[str, Any]:
+def block_mnist(n: int, seed: int, batch_size: int, out_dir: Path, ordering_noise: int = 8) -> dict[str, Any]:
     model = models.load("mnist-cnn")
     ref = Reference.from_model(model)
     x, _ = _mnist(n, seed + 4)
@@ -314,7 +314,7 @@ def block_mnist(n: int, seed: int, batch_size: int, out_dir: Path, ordering_nois
             elif kind == "top-k":
                 res, sec = _run(model, x, exp, regions="top-k", k=4, grid=7, **kw)
             else:
-                res, sec = _run(model, x, exp, regions="auto", **kw)
+                res, sec = _run(model, x, exp, regions="auto", max_regions=4, **kw)
             valid = res.valid
             entry = out["methods"].setdefault(name, {}).setdefault(kind, {})
             entry[test] = {
@@ -507,7 +507,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--blocks", default=",".join(BLOCKS), help=f"comma-separated subset of {','.join(BLOCKS)}")
     p.add_argument("--images", type=int, default=None, help="images per block (default 200; --quick 10)")
     p.add_argument("--fdr-images", type=int, default=None, help="images for the fdr block (default 100; quick 10)")
-    p.add_argument("--mnist-images", type=int, default=None, help="images for the mnist block (default 100; quick 4)")
+    p.add_argument("--mnist-images", type=int, default=None, help="images for the mnist block (default 50; quick 4)")
     p.add_argument("--quick", action="store_true", help="10 images per block (4 for mnist): about a few minutes")
     p.add_argument("--batch-size", type=int, default=512)
     p.add_argument("--seed", type=int, default=0)
@@ -519,7 +519,7 @@ def main(argv: list[str] | None = None) -> int:
     if bad:
         raise ValueError(f"--blocks: unknown block(s) {bad}; choose from {', '.join(BLOCKS)}")
     n = a.images if a.images is not None else (10 if a.quick else 200)
-    n_mnist = a.mnist_images if a.mnist_images is not None else (4 if a.quick else 100)
+    n_mnist = a.mnist_images if a.mnist_images is not None else (4 if a.quick else 50)
     n_fdr = a.fdr_images if a.fdr_images is not None else (10 if a.quick else 100)
     if min(n, n_mnist, n_fdr, a.threads, a.batch_size) < 1:
         raise ValueError("--images, --fdr-images, --mnist-images, --threads and --batch-size must be positive")
