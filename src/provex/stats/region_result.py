@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -271,7 +272,9 @@ class RegionTestResult:
         n = min(len(self), max_images)
         ncols = max(1, min(ncols or 5, n))
         nrows = -(-n // ncols)
-        fig, axes = plt.subplots(nrows, ncols, figsize=(2.9 * ncols, 3.5 * nrows), squeeze=False)
+        fig, axes = plt.subplots(
+            nrows, ncols, figsize=(2.9 * ncols, 3.2 * nrows + 0.9), squeeze=False, layout="constrained"
+        )
         sym = "p" if self.p_values is not None else "e"
         for i, ax in enumerate(axes.flat):
             ax.set_xticks([])
@@ -334,11 +337,10 @@ class RegionTestResult:
             Line2D([0], [0], color=SIGNIFICANT, lw=2, label="significant"),
             Line2D([0], [0], color=NOT_SIGNIFICANT, lw=2, ls="--", label="not significant"),
         ]
-        height = fig.get_size_inches()[1]
-        fig.legend(handles=handles, loc="lower center", ncol=2, fontsize=8, frameon=False)
-        fig.suptitle(title or f"region tests: {self.test}, alpha = {self.alpha:g}", fontsize=9, y=1 - 0.08 / height)
-        fig.text(0.5, 1 - 0.3 / height, self.control, ha="center", va="top", fontsize=6.5, wrap=True)
-        fig.tight_layout(rect=(0, 0.3 / height, 1, 1 - 0.5 / height), h_pad=1.2)
+        fig.legend(handles=handles, loc="outside lower center", ncol=2, fontsize=8, frameon=False)
+        head = title or f"region tests: {self.test}, alpha = {self.alpha:g}"
+        body = textwrap.fill(self.control, width=max(60, 28 * ncols))
+        fig.suptitle(f"{head}\n{body}", fontsize=8)
         with atomic_write(path) as tmp:
             fig.savefig(tmp, dpi=110, format="png")
         plt.close(fig)
