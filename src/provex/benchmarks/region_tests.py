@@ -1,6 +1,6 @@
 """Region tests (issue 16): validity on blind models, FDR with known truth, power, MNIST faithfulness.
 
-``provex benchmark region-tests [--blocks validity,fdr,power,mnist] [--images 200]
+``provex benchmark region-tests [--blocks validity,calibration,fdr,power,mnist] [--images 200]
 [--fdr-images 100] [--mnist-images 50] [--quick] [--out DIR]`` runs :func:`provex.stats.test_regions` (SHAP-XRT
 and betting) in four blocks and writes ``results.json`` (merged block by block, so one block
 can be rerun), ``table.md`` and figures into ``--out``:
@@ -10,6 +10,9 @@ can be rerun), ``table.md`` and figures into ``--out``:
   Rejection rate of R over ``--images`` images, both tests, contexts "rest" (C = everything
   else: a blind model gives p = 1 exactly) and "empty" (C = {}: a random statistic, p uniform),
   beside the same region on the original model. ``validity.png``.
+* ``calibration``: the MNIST blind model's XRT p-values for R in context "empty" over
+  ``--calibration-images`` images (default 1000): rejection rate, Kolmogorov-Smirnov test of
+  uniformity, histogram and QQ plot. ``calibration.png``.
 * ``fdr``: MNIST CNN blind to 4 of 8 tested 7 x 7 blocks (known truth: the blinded blocks are
   null) on ``--fdr-images`` images, FDR = mean over images of false / max(rejections, 1), under
   BH / e-BH per image, over the dataset, and uncorrected; power on the other blocks. XRT
@@ -61,7 +64,7 @@ from provex.stats.regions import block_regions
 
 __all__ = ["BLOCKS", "BlindModel", "main"]
 
-BLOCKS = ("validity", "fdr", "power", "mnist")
+BLOCKS = ("validity", "calibration", "fdr", "power", "mnist")
 ALPHA = 0.05
 TESTS = ("xrt", "betting")
 MAP_METHODS = ("rc-rde", "h-shap", "smoothgrad", "lrp-alpha-beta")
@@ -173,6 +176,40 @@ def block_validity(n: int, seed: int, batch_size: int) -> dict[str, Any]:
     out["max_blind_rate"] = max(r["rate"] for r in blind_rows)
     out["met"] = all(r["rate"] <= ALPHA + out["slack"] for r in blind_rows)
     return out
+
+
+def block_calibration(n: int, seed: int, batch_size: int) -> dict[str, Any]:
+    """XRT p-values of a blind region with a random statistic (context "empty") over many images: uniform?"""
+    from scipy.stats import kstest
+
+    model = models.load("mnist-cnn")
+    ref = Reference.from_model(model)
+    x, _ = _mnist(n, seed + 5)
+    region = torch.zeros(28, 28, dtype=torch.bool)
+    region[7:21, 7:21] = True
+    blind = BlindModel(model, region, ref.background).eval()  # type: ignore[union-attr]
+    res, sec = _run(
+        blind, x, reference=ref, regions=region[None], test="xrt", context="empty", fdr=False,
+        seed=list(range(seed + 10_000, seed + 10_000 + n)), batch_size=batch_size,
+    )  # fmt: skip
+    p = res.p_values[:, 0]
+    k = int(res.settings["K"][0])
+    # p is discrete uniform on {1, ..., K + 1} / (K + 1) under H0: jitter it to a continuous uniform for KS
+    jitter = torch.rand(n, generator=torch.Generator().manual_seed(seed), dtype=torch.float64) / (k + 1)
+    rejected = int((p <= ALPHA).sum())
+    print(f"calibration: rate {rejected / n:.4f} over {n} images ({sec:.0f} s)", flush=True)
+    return {
+        "images": n,
+        "K": k,
+        "rejected": rejected,
+        "rate": rejected / n,
+        "slack": _slack(n),
+        "binomial_p": _binom_p(rejected, n),
+        "ks_pvalue": float(kstest((p - jitter).numpy(), "uniform").pvalue),
+        "p_values": p.tolist(),
+        "seconds": sec,
+        "met": rejected / n <= ALPHA + _slack(n),
+    }
 
 
 def block_fdr(n: int, seed: int, batch_size: int) -> dict[str, Any]:
@@ -357,6 +394,24 @@ def _fig_validity(res: dict[str, Any], path: Path) -> None:
     _save(fig, path)
 
 
+def _fig_calibration(res: dict[str, Any], path: Path) -> None:
+    p = np.asarray(res["p_values"])
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+    axes[0].hist(p, bins=20, range=(0, 1), color="tab:blue")
+    axes[0].axhline(len(p) / 20, color="k", ls="--", lw=1, label="uniform")
+    axes[0].set_xlabel("p-value")
+    axes[0].set_title(f"blind region, context empty, {res['images']} images", fontsize=9)
+    axes[0].legend(fontsize=7)
+    srt = np.sort(p)
+    axes[1].plot(np.arange(1, len(p) + 1) / len(p), srt, lw=1)
+    axes[1].plot([0, 1], [0, 1], "k--", lw=1)
+    axes[1].set_xlabel("uniform quantile")
+    axes[1].set_ylabel("p-value quantile")
+    axes[1].set_title(f"rejection rate {res['rate']:.3f}, KS p = {res['ks_pvalue']:.2f}", fontsize=9)
+    fig.tight_layout()
+    _save(fig, path)
+
+
 def _fig_fdr(res: dict[str, Any], path: Path) -> None:
     rows = res["rows"]
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.4))
@@ -424,6 +479,15 @@ def _fig_mnist(res: dict[str, Any], path: Path) -> None:
     _save(fig, path)
 
 
+FIGURES = {
+    "validity": _fig_validity,
+    "calibration": _fig_calibration,
+    "fdr": _fig_fdr,
+    "power": _fig_power,
+    "mnist": _fig_mnist,
+}
+
+
 def _save(fig: plt.Figure, path: Path) -> None:
     with atomic_write(path) as tmp:
         fig.savefig(tmp, dpi=110, format="png")
@@ -447,6 +511,15 @@ def _tables(results: dict[str, Any]) -> str:
             for r in v["rows"]
         ]
         parts += ["", f"Met (every blind rate <= alpha + slack): {v['met']}", ""]
+    if "calibration" in results:
+        c = results["calibration"]
+        parts += [
+            f"## Calibration: XRT p-values of a blind region, context empty ({c['images']} MNIST images, K = {c['K']})",
+            "",
+            f"Rejection rate at alpha = {ALPHA}: {c['rate']:.4f} ({c['rejected']} of {c['images']}; binomial p "
+            f"{c['binomial_p']:.3g}); Kolmogorov-Smirnov p (jittered p-values) {c['ks_pvalue']:.3f}. Met: {c['met']}",
+            "",
+        ]
     if "fdr" in results:
         f = results["fdr"]
         parts += [
@@ -506,6 +579,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="provex benchmark region-tests", description=__doc__)
     p.add_argument("--blocks", default=",".join(BLOCKS), help=f"comma-separated subset of {','.join(BLOCKS)}")
     p.add_argument("--images", type=int, default=None, help="images per block (default 200; --quick 10)")
+    p.add_argument(
+        "--calibration-images", type=int, default=None, help="images for the calibration block (default 1000; quick 20)"
+    )
     p.add_argument("--fdr-images", type=int, default=None, help="images for the fdr block (default 100; quick 10)")
     p.add_argument("--mnist-images", type=int, default=None, help="images for the mnist block (default 50; quick 4)")
     p.add_argument("--quick", action="store_true", help="10 images per block (4 for mnist): about a few minutes")
@@ -522,8 +598,9 @@ def main(argv: list[str] | None = None) -> int:
     n = a.images if a.images is not None else (10 if a.quick else 200)
     n_mnist = a.mnist_images if a.mnist_images is not None else (4 if a.quick else 50)
     n_fdr = a.fdr_images if a.fdr_images is not None else (10 if a.quick else 100)
-    if min(n, n_mnist, n_fdr, a.threads, a.batch_size) < 1:
-        raise ValueError("--images, --fdr-images, --mnist-images, --threads and --batch-size must be positive")
+    n_cal = a.calibration_images if a.calibration_images is not None else (20 if a.quick else 1000)
+    if min(n, n_mnist, n_fdr, n_cal, a.threads, a.batch_size) < 1:
+        raise ValueError("--images, --*-images, --threads and --batch-size must be positive")
     torch.set_num_threads(a.threads)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -531,12 +608,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {}
     if a.replot:
         blocks = []
-        for block, fig in (
-            ("validity", _fig_validity),
-            ("fdr", _fig_fdr),
-            ("power", _fig_power),
-            ("mnist", _fig_mnist),
-        ):
+        for block, fig in FIGURES.items():
             if block in results:
                 fig(results[block], out / f"{block}.png")
     for block in blocks:
@@ -544,6 +616,9 @@ def main(argv: list[str] | None = None) -> int:
         if block == "validity":
             results[block] = block_validity(n, a.seed, a.batch_size)
             _fig_validity(results[block], out / "validity.png")
+        elif block == "calibration":
+            results[block] = block_calibration(n_cal, a.seed, a.batch_size)
+            _fig_calibration(results[block], out / "calibration.png")
         elif block == "fdr":
             results[block] = block_fdr(n_fdr, a.seed, a.batch_size)
             _fig_fdr(results[block], out / "fdr.png")
