@@ -4,7 +4,9 @@ A method family registers its methods with ``@register_method(...)`` in its own 
 (``provex.rde.methods`` registers the four RDE methods, ``provex.baselines.lrp`` the LRP
 ones, ...). :func:`load` scans the source files of the ``provex`` package for that decorator
 and imports the modules that use it, once. The apps (``cli``, ``benchmarks``, ``runs``,
-``report``) are never scanned: the library does not import them.
+``reporting``) are never scanned: the library does not import them. Modules in :data:`DERIVED`
+register methods built from every other registered method (``"NAME+test"``), so they are
+imported after the scan, last.
 """
 
 from __future__ import annotations
@@ -13,10 +15,12 @@ import importlib
 import re
 from pathlib import Path
 
-__all__ = ["load", "registering_modules"]
+__all__ = ["DERIVED", "load", "registering_modules"]
 
 _DECORATOR = re.compile(r"^@(?:[A-Za-z_][\w.]*\.)?register_method\(", re.MULTILINE)
-_SKIP = {"cli", "benchmarks", "runs", "report"}
+_SKIP = {"cli", "benchmarks", "runs", "reporting"}
+DERIVED = ("provex.stats.region_methods",)
+"""Modules that derive methods from all the others; imported after every registering module."""
 _loaded = False
 
 
@@ -26,7 +30,11 @@ def registering_modules() -> list[str]:
     found = []
     for path in sorted(root.rglob("*.py")):
         rel = path.relative_to(root)
-        if rel.parts[0] in _SKIP or path.name in ("registry.py", "_families.py"):
+        if (
+            rel.parts[0] in _SKIP
+            or path.name in ("registry.py", "_families.py")
+            or ".".join(("provex", *rel.with_suffix("").parts)) in DERIVED
+        ):
             continue
         try:
             text = path.read_text(encoding="utf-8")
@@ -46,5 +54,7 @@ def load() -> None:
     if _loaded:
         return
     for name in registering_modules():
+        importlib.import_module(name)
+    for name in DERIVED:
         importlib.import_module(name)
     _loaded = True

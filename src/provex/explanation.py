@@ -176,6 +176,12 @@ class Explanation:
         except ValueError as err:
             raise ValueError(f"{path}: {err}") from None
 
+    def test(self, model: Any, x: torch.Tensor, **options: Any) -> Any:
+        """Test the regions this map highlights on images ``x``: :func:`provex.stats.test_regions`."""
+        from provex.stats.region_tests import test_regions
+
+        return test_regions(model, x, self, **options)
+
     def plot(
         self,
         path: str | os.PathLike,

@@ -19,4 +19,5 @@ BENCHMARKS: dict[str, str] = {
     "batch-independence": "provex.benchmarks.batch_independence",
     "run-scaling": "provex.benchmarks.run_scaling",
     "readme": "provex.benchmarks.readme",
+    "region-tests": "provex.benchmarks.region_tests",
 }

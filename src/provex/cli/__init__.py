@@ -30,6 +30,7 @@ COMMAND_MODULES: list[str] = [
     "provex.cli.test_concepts",
     "provex.cli.lpn",
     "provex.cli.run",
+    "provex.cli.test_regions",
 ]
 
 

@@ -26,6 +26,11 @@ e-BH over concepts; ``rank_concepts`` orders them by mean rejection time over re
 Samplers: ``GaussianSampler`` (exact Gaussian conditionals; ``synthetic_sampler`` for the
 paper's synthetic experiment), ``KDESampler`` (kernel-weighted KDE with an effective sample
 size bandwidth, and a nearest-neighbour lift to embeddings).
+
+Region tests of any relevance map (``test_regions``, :mod:`provex.stats.region_tests`): for
+each region a map highlights (``map_regions``: connected components, top-k blocks, h-Shap's
+cells, or your masks), is the model's output dependent on it? SHAP-XRT p-values or
+anytime-valid betting e-values, BH/BY or e-BH over the regions; a ``RegionTestResult``.
 """
 
 from provex.stats._engine import BatchBettingResult, BettingResult
@@ -33,7 +38,9 @@ from provex.stats.betting import OnlineNewtonBettor, TanhBet, wealth_process
 from provex.stats.cskit import cskit
 from provex.stats.fdr import ConceptImportance, FDRResult, ebh, fdr_betting, rank_concepts
 from provex.stats.kernels import Kernel, LinearKernel, RBFKernel, get_kernel
-from provex.stats.regions import grid_regions, paint, quadrant_regions
+from provex.stats.region_result import RegionTestResult
+from provex.stats.region_tests import test_regions
+from provex.stats.regions import block_regions, grid_regions, label_map, map_regions, paint, quadrant_regions
 from provex.stats.samplers import ConditionalSampler, GaussianSampler, KDESampler, RegionSampler
 from provex.stats.skit import skit
 from provex.stats.synthetic import sample_synthetic, synthetic_model, synthetic_sampler
@@ -53,14 +60,18 @@ __all__ = [
     "OnlineNewtonBettor",
     "RBFKernel",
     "RegionSampler",
+    "RegionTestResult",
     "TanhBet",
     "ValueFunction",
     "XRTResult",
+    "block_regions",
     "cskit",
     "ebh",
     "fdr_betting",
     "get_kernel",
     "grid_regions",
+    "label_map",
+    "map_regions",
     "paint",
     "quadrant_regions",
     "rank_concepts",
@@ -69,6 +80,7 @@ __all__ = [
     "skit",
     "synthetic_model",
     "synthetic_sampler",
+    "test_regions",
     "wealth_process",
     "xrt_features",
     "xskit",
