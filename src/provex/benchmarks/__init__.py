@@ -13,4 +13,5 @@ BENCHMARKS: dict[str, str] = {
     "betting": "provex.benchmarks.betting",
     "lpn": "provex.benchmarks.lpn",
     "ordering": "provex.benchmarks.relevance_ordering",
+    "report": "provex.benchmarks.report",
 }
