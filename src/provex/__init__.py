@@ -30,13 +30,14 @@ _SUBPACKAGES = (
     "inverse",
     "io",
     "rde",
+    "reporting",
     "seeding",
     "shapley",
     "stats",
     "viz",
 )
 # public functions that live in subpackages: name -> "module:attribute"
-_LAZY: dict[str, str] = {}
+_LAZY: dict[str, str] = {"report": "provex.reporting:write_report"}
 
 __all__ = [
     "Explanation",

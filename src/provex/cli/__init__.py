@@ -21,6 +21,7 @@ COMMAND_MODULES: list[str] = [
     "provex.cli.benchmark",
     "provex.cli.test_concepts",
     "provex.cli.lpn",
+    "provex.cli.report",
 ]
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import matplotlib
@@ -30,6 +31,7 @@ __all__ = [
     "draw_heatmap",
     "image_display",
     "map_limits",
+    "panel_limits",
     "new_figure",
     "plot_relevance",
     "plot_relevance_columns",
@@ -110,6 +112,12 @@ def map_limits(values: Sequence[np.ndarray], style: MapStyle) -> tuple[float, fl
     return (-big if signed else 0.0), big, signed
 
 
+def panel_limits(values: np.ndarray, style: MapStyle, signed: bool) -> tuple[float, float, bool]:
+    """A per-map colour scale for ``values`` whose sign convention is fixed by the figure."""
+    vmin, vmax, _ = map_limits([values], replace(style, signed=signed))
+    return vmin, vmax, signed
+
+
 def draw_heatmap(
     ax: plt.Axes,
     rel: torch.Tensor,
@@ -135,8 +143,7 @@ def draw_heatmap(
         ax.imshow(disp, cmap=img_cmap, vmin=0.0 if img_cmap else None, vmax=None)
         colours = overlay_cmap(signed)
     else:
-        colours = plt.get_cmap(cmap if signed else "YlOrRd").copy()
-        colours.set_bad((1, 1, 1, 0))
+        colours = plt.get_cmap(cmap if signed else "YlOrRd").with_extremes(bad=(1, 1, 1, 0))
     im = ax.imshow(r, cmap=colours, vmin=vmin, vmax=vmax, interpolation="nearest")
     ax.set_xticks([])
     ax.set_yticks([])
@@ -184,7 +191,9 @@ def plot_relevance(
     nrows = nrows or -(-n // ncols)
     fig, axes = _grid_figure(nrows, ncols)
     label = style.colorbar_label(ch)
-    shared = map_limits([display_map(relevance[i], style) for i in range(n)], style) if scale == "shared" else None
+    shown = [display_map(relevance[i], style) for i in range(n)]
+    everything = map_limits(shown, style)
+    shared = everything if scale == "shared" else None
     im = None
     for i, ax in enumerate(axes.flat):
         if i >= n:
@@ -198,7 +207,7 @@ def plot_relevance(
             cmap,
             colorbar=shared is None,
             style=style,
-            limits=shared,
+            limits=shared or panel_limits(shown[i], style, everything[2]),
             label=label if last_in_row else None,  # one label per row of per-map colour bars
         )
         if titles is not None:
@@ -243,9 +252,8 @@ def plot_relevance_columns(
     offset = 0 if images is None else 1
     ncols = len(maps) + offset
     fig, axes = _grid_figure(n, ncols, panel=2.1)
-    shared = None
-    if scale == "shared":
-        shared = map_limits([display_map(m[i], style) for m in maps for i in range(n)], style)
+    everything = map_limits([display_map(m[i], style) for m in maps for i in range(n)], style)
+    shared = everything if scale == "shared" else None
     im = None
     for i in range(n):
         if images is not None:
@@ -264,7 +272,7 @@ def plot_relevance_columns(
                 cmap,
                 colorbar=shared is None,
                 style=style,
-                limits=shared,
+                limits=shared or panel_limits(display_map(m[i], style), style, everything[2]),
                 label=None,
             )
             if i == 0:

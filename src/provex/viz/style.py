@@ -167,8 +167,7 @@ def _rgba_table(signed: bool, n: int = 256, max_alpha: float = 0.8) -> np.ndarra
 def overlay_cmap(signed: bool, max_alpha: float = 0.8) -> ListedColormap:
     """Matplotlib colour map for a map drawn over its image (transparent at zero)."""
     cmap = ListedColormap(_rgba_table(signed, max_alpha=max_alpha), name="provex-signed" if signed else "provex-seq")
-    cmap.set_bad((0, 0, 0, 0))
-    return cmap
+    return cmap.with_extremes(bad=(0, 0, 0, 0))
 
 
 def plotly_colorscale(signed: bool, n: int = 11, max_alpha: float = 0.8) -> list[list[Any]]:
