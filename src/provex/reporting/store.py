@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,11 @@ class RunData:
     @property
     def methods(self) -> list[str]:
         return list(self.maps)
+
+
+def _natural(name: str) -> list[Any]:
+    """Sort key that orders ``k=50`` before ``k=100`` (safetensors stores names alphabetically)."""
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
 
 
 def is_run_folder(path: Path) -> bool:
@@ -93,7 +99,12 @@ def read_run(path: str | os.PathLike) -> RunData:
     methods = [m for m in manifest.get("methods", {}) if f"{m}/relevance" in cat]
     methods += sorted({k.split("/")[0] for k in cat if k.endswith("/relevance")} - set(methods))
     extra = {
-        m: {k.split("/", 2)[2]: v for k, v in cat.items() if k.startswith(f"{m}/maps/")}
+        m: dict(
+            sorted(
+                ((k.split("/", 2)[2], v) for k, v in cat.items() if k.startswith(f"{m}/maps/")),
+                key=lambda kv: _natural(kv[0]),
+            )
+        )
         for m in methods
         if any(k.startswith(f"{m}/maps/") for k in cat)
     }

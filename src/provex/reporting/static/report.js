@@ -140,12 +140,12 @@
         const a = it.auc[m.name];
         let title = m.name + (it.targets[m.name] !== it.target ? " (target " + className(it.targets[m.name]) + ")" : "");
         if (a && a.d !== null) title += " · distortion area " + fmt(a.d, 3);
-        const d = el("div", "hm"); d.dataset.method = m.name; box.appendChild(d);
+        const d = el("div", "pv-map"); d.dataset.method = m.name; box.appendChild(d);
         jobs.push(heatmap(d, m, it.vals[m.name], it, title));
         const extra = it.extra[m.name] || {};
         for (const name of m.extra) {
           if (!extra[name]) continue;
-          const e = el("div", "hm"); e.dataset.method = m.name + " " + name; box.appendChild(e);
+          const e = el("div", "pv-map"); e.dataset.method = m.name + " " + name; box.appendChild(e);
           jobs.push(heatmap(e, m, extra[name], it, m.name + " " + name));
         }
       }
