@@ -10,13 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from report_fixtures import METHODS, concept_results, small_run
 
 import provex
 from provex.cli import main as cli_main
 from provex.reporting import write_report
 from provex.reporting.sources import load_inputs
 from provex.reporting.store import read_run
+from report_fixtures import METHODS, concept_results, small_run
 
 ORDERING = Path(__file__).resolve().parents[1] / "benchmarks" / "relevance_ordering" / "results"
 
@@ -172,7 +172,7 @@ def test_different_models_refused_unless_allowed(tmp_path) -> None:
     d = json.loads((ORDERING / "results.json").read_text())
     d["settings"]["model"] = "crosses-cnn"
     (other / "results.json").write_text(json.dumps(d))
-    with pytest.raises(ValueError, match="explains model 'crosses-cnn'.*--allow-mixed"):
+    with pytest.raises(ValueError, match=r"explains model 'crosses-cnn'.*--allow-mixed"):
         load_inputs([ORDERING, other])
     inputs = load_inputs([ORDERING, other], allow_mixed=True)
     assert len(inputs.results_of("ordering")) == 2
@@ -185,14 +185,39 @@ def test_explanations_with_images_and_xrt_regions(tmp_path, mnist_model, mnist_s
     sens.save(tmp_path / "a.pt")
     xrt.save(tmp_path / "b.pt")
     torch.save(x.clone(), tmp_path / "x.pt")
-    data = _page_data(write_report([tmp_path / "a.pt", tmp_path / "b.pt"], tmp_path / "e.html", images=tmp_path / "x.pt"))
+    data = _page_data(
+        write_report([tmp_path / "a.pt", tmp_path / "b.pt"], tmp_path / "e.html", images=tmp_path / "x.pt")
+    )
     (g,) = data["galleries"].values()
     meta = {m["name"]: m for m in g["methods"]}
     assert meta["shap-xrt"]["kind"] == "p-value" and len(meta["shap-xrt"]["boxes"]) == 4
     p = xrt.info["p_values"]
     assert g["items"][1]["p"]["shap-xrt"] == pytest.approx(p[1].tolist(), rel=1e-3)
     grid = _decode(g["items"][1]["vals"]["shap-xrt"])
-    assert grid[0, 0] == pytest.approx(float(p[1, 0]), rel=1e-3) and grid[27, 27] == pytest.approx(float(p[1, 3]), rel=1e-3)
+    assert grid[0, 0] == pytest.approx(float(p[1, 0]), rel=1e-3) and grid[27, 27] == pytest.approx(
+        float(p[1, 3]), rel=1e-3
+    )
     assert g["hasImages"] and g["items"][0]["img"].startswith("data:image/png;base64,")
     with pytest.raises(ValueError, match=r"^images: shape \(3, 1, 20, 28\)"):
         write_report([tmp_path / "a.pt"], tmp_path / "f.html", images=torch.zeros(3, 1, 20, 28))
+
+
+def test_library_does_not_import_the_report() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, provex, provex.viz.heatmap, provex.explanation; provex.explain; provex.stats; "
+        "assert not any(m.startswith('provex.reporting') for m in sys.modules), 'imported'; "
+        "assert provex.report.__module__ == 'provex.reporting.render'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_report_after_names_the_page(run_dir, tmp_path) -> None:
+    from provex.reporting import report_after
+
+    folder, _ = run_dir
+    line = report_after([folder], tmp_path / "after.html")
+    size = (tmp_path / "after.html").stat().st_size
+    assert line == f"report: {tmp_path / 'after.html'} ({size / 1e6:.1f} MB)"

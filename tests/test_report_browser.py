@@ -11,10 +11,10 @@ import os
 from pathlib import Path
 
 import pytest
-from report_fixtures import METHODS, concept_results, small_run
 
 from provex.reporting import write_report
 from provex.reporting.browser import INSTALL_HINT, chromium_path, open_report
+from report_fixtures import METHODS, concept_results, small_run
 
 ORDERING = Path(__file__).resolve().parents[1] / "benchmarks" / "relevance_ordering" / "results"
 
@@ -55,7 +55,9 @@ def test_page_in_chromium(page_path, tmp_path) -> None:
         assert page.evaluate(n_curves, "ordering-0-distortion") == 10
         assert page.evaluate(n_curves, "ordering-run-0-accuracy") == len(METHODS)
         # the detail view shows every method's map (plus rc-rde's two extra maps)
-        shown = page.evaluate("[...document.querySelectorAll('#gallery-0-root .detail .pv-map')].map(d => d.dataset.method)")
+        shown = page.evaluate(
+            "[...document.querySelectorAll('#gallery-0-root .detail .pv-map')].map(d => d.dataset.method)"
+        )
         assert shown == ["sensitivity", "rc-rde", "rc-rde k=50", "rc-rde k=100", "smoothgrad"]
         # selecting another image changes the maps shown
         before = _z(page)

@@ -121,9 +121,9 @@ def test_plot_refuses_images_of_another_size(tmp_path, images) -> None:
 
 def test_plot_refuses_bad_scale_and_labels() -> None:
     exp = _exp("sensitivity", torch.randn(2, 1, 4, 4))
-    with pytest.raises(ValueError, match="^scale must be"):
+    with pytest.raises(ValueError, match=r"^scale must be"):
         exp.plot(scale="log")
-    with pytest.raises(ValueError, match="^labels must be"):
+    with pytest.raises(ValueError, match=r"^labels must be"):
         exp.plot(labels="cat")
 
 

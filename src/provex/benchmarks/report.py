@@ -88,6 +88,11 @@ def write_run_store(
                 tensors[f"{m}/ordering"] = e.ordering[sl].contiguous().clone()
             for name, t in (e.maps or {}).items():
                 tensors[f"{m}/maps/{name}"] = t[sl].float().contiguous().clone()
+            per_image = dict(e.info.get("per_image") or {})
+            if "p_values" in e.info and "p_values" not in per_image:
+                per_image["p_values"] = e.info["p_values"]
+            for name, t in per_image.items():
+                tensors[f"{m}/per_image/{name}"] = torch.as_tensor(t)[sl].contiguous().clone()
             c = (curves or {}).get(m)
             if c is not None:
                 tensors[f"{m}/curve_distortion"] = c.per_image_distortion[sl].float().contiguous().clone()
@@ -224,10 +229,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     lines = [
         "| page | file size (MB) | ready (s, median) | build (s) |",
         "|---|---|---|---|",
-        *(
-            f"| {name} | - | {b['ready_median_s']:.2f} | - |"
-            for name, b in base.items()
-        ),
+        *(f"| {name} | - | {b['ready_median_s']:.2f} | - |" for name, b in base.items()),
         *(
             f"| {r['images']} images x {r['methods']} methods | {r['file_mb']:.2f} | {r['ready_median_s']:.2f} | "
             f"{r['build_s']:.1f} |"

@@ -14,7 +14,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="explanation .pt files, run folders, results folders")
     p.add_argument("--out", default="report.html", help="the HTML file to write (default: report.html)")
-    p.add_argument("--images", default=None, metavar="FILE", help="(N, C, H, W) .pt/.npy: the images the .pt files explain")
+    p.add_argument(
+        "--images", default=None, metavar="FILE", help="(N, C, H, W) .pt/.npy: the images the .pt files explain"
+    )
     p.add_argument("--labels", default=None, metavar="FILE", help="class names, one per line")
     p.add_argument("--allow-mixed", action="store_true", help="report inputs of different models together")
     p.add_argument("--title", default=None, help="page title")

@@ -20,7 +20,7 @@ from PIL import Image
 from provex.viz.heatmap import image_display
 from provex.viz.style import overlay_cmap
 
-__all__ = ["NAN_CODE", "image_uri", "map_uri", "pool_to", "png_uri", "quantize"]
+__all__ = ["NAN_CODE", "image_uri", "map_uri", "png_uri", "pool_to", "quantize"]
 
 NAN_CODE = 65535
 """The quantised code of a value that is not drawn (NaN)."""

@@ -36,6 +36,7 @@ __all__ = [
     "load_inputs",
     "model_identity",
     "register_results_kind",
+    "short_path",
 ]
 
 
@@ -195,7 +196,7 @@ def _image_set_from_run(path: Path, labels: Sequence[str] | None) -> ImageSet:
     shape = tuple(next(iter(run.maps.values())).shape[1:]) if run.maps else tuple(run.inputs.shape[1:])
     table = run.table
     s = ImageSet(
-        name=f"run {path.name}",
+        name=f"run {short_path(path)}",
         source="run",
         paths=[str(path)],
         n=n,
@@ -232,6 +233,9 @@ def _image_set_from_run(path: Path, labels: Sequence[str] | None) -> ImageSet:
         s.styles[m] = map_style(m, info)
         if m in run.extra_maps:
             s.extra_maps[m] = run.extra_maps[m]
+        pv = run.per_image.get(m, {}).get("p_values")
+        if pv is not None and pv.ndim == 2:
+            _add_run_pvalues(s, m, pv, method_opts.get(m, {}))
         if m in run.curves and run.fraction_kept is not None:
             d, a = run.curves[m]
             s.curves[m] = (run.fraction_kept.double(), d.double(), a.double())
@@ -250,6 +254,31 @@ def _image_set_from_run(path: Path, labels: Sequence[str] | None) -> ImageSet:
         "failed_shards": len(run.failed),
     }
     return s
+
+
+def _add_run_pvalues(s: ImageSet, m: str, p: torch.Tensor, opts: dict[str, Any]) -> None:
+    """SHAP-XRT in a run: (n, R) p-values on the method's ``grid x grid`` regions."""
+    from provex.stats.regions import grid_regions
+
+    grid = int(opts.get("grid", 2))
+    if grid * grid != p.shape[1]:
+        return  # regions of another layout: the map is shown as stored
+    s.pvalues[m] = {
+        "p": p.double(),
+        "regions": grid_regions(s.shape[1], s.shape[2], grid),
+        "alpha": float(opts.get("alpha", 0.05)),
+        "K": opts.get("K", 100),
+        "context": opts.get("context", "empty"),
+    }
+
+
+def short_path(path: str | os.PathLike) -> str:
+    """``path`` relative to the working folder when it lies below it (for titles)."""
+    p = Path(path).resolve()
+    try:
+        return str(p.relative_to(Path.cwd()))
+    except ValueError:
+        return str(p)
 
 
 def _image_sets_from_explanations(

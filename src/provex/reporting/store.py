@@ -36,6 +36,7 @@ class RunData:
     maps: dict[str, torch.Tensor]  # method -> (n, C, H, W)
     extra_maps: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
     curves: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)  # (n, T) each
+    per_image: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)  # method -> name -> (n, ...)
     fraction_kept: torch.Tensor | None = None
     table: Any = None  # pandas DataFrame, one row per (image, method)
     failed: list[dict[str, Any]] = field(default_factory=list)
@@ -108,6 +109,11 @@ def read_run(path: str | os.PathLike) -> RunData:
         for m in methods
         if any(k.startswith(f"{m}/maps/") for k in cat)
     }
+    per_image = {
+        m: {k.split("/", 2)[2]: v for k, v in cat.items() if k.startswith(f"{m}/per_image/")}
+        for m in methods
+        if any(k.startswith(f"{m}/per_image/") for k in cat)
+    }
     curves = {
         m: (cat[f"{m}/curve_distortion"], cat[f"{m}/curve_accuracy"])
         for m in methods
@@ -129,6 +135,7 @@ def read_run(path: str | os.PathLike) -> RunData:
         maps={m: cat[f"{m}/relevance"] for m in methods},
         extra_maps=extra,
         curves=curves,
+        per_image=per_image,
         fraction_kept=parts[0].get("fraction_kept"),
         table=table,
         failed=failed,

@@ -31,8 +31,8 @@ __all__ = [
     "draw_heatmap",
     "image_display",
     "map_limits",
-    "panel_limits",
     "new_figure",
+    "panel_limits",
     "plot_relevance",
     "plot_relevance_columns",
     "save_figure",
@@ -94,9 +94,7 @@ def check_images(images: torch.Tensor | None, shape: Sequence[int], name: str = 
         images = torch.as_tensor(np.asarray(images))
     n, _, h, w = shape
     if images.ndim != 4 or images.shape[0] != n or tuple(images.shape[2:]) != (h, w):
-        raise ValueError(
-            f"{name} must be (N={n}, C, H={h}, W={w}) like the maps, got shape {tuple(images.shape)}"
-        )
+        raise ValueError(f"{name} must be (N={n}, C, H={h}, W={w}) like the maps, got shape {tuple(images.shape)}")
     return images
 
 

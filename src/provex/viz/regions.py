@@ -27,7 +27,9 @@ def region_pvalue_grid(p: torch.Tensor, regions: torch.Tensor) -> np.ndarray:
     p = torch.as_tensor(p, dtype=torch.float64).cpu()
     regions = torch.as_tensor(regions).bool().cpu()
     if regions.ndim != 3 or p.shape != (regions.shape[0],):
-        raise ValueError(f"p_values must be (R,) for (R, H, W) regions, got {tuple(p.shape)} and {tuple(regions.shape)}")
+        raise ValueError(
+            f"p_values must be (R,) for (R, H, W) regions, got {tuple(p.shape)} and {tuple(regions.shape)}"
+        )
     out = np.full(tuple(regions.shape[1:]), np.nan)
     for r in range(regions.shape[0]):
         out[regions[r].numpy()] = float(p[r])
@@ -88,7 +90,7 @@ def draw_region_pvalues(
 
 def _pvalue_colorbar(fig: Figure, im, ax, top: float) -> None:
     cb = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.03)
-    ticks = [float(t) for t in range(int(math.floor(top)) + 1)]
+    ticks = [float(t) for t in range(math.floor(top) + 1)]
     if top - ticks[-1] > 0.15:
         ticks.append(top)  # the smallest attainable p-value
     cb.set_ticks(ticks)
@@ -135,7 +137,5 @@ def plot_region_pvalues(
             ax.set_title(titles[i], fontsize=8)
     if im is not None:
         _pvalue_colorbar(fig, im, axes, -math.log10(floor))
-    fig.suptitle(
-        suptitle or f"region p-values; * and solid outline: rejected at alpha = {alpha:g}", fontsize=10
-    )
+    fig.suptitle(suptitle or f"region p-values; * and solid outline: rejected at alpha = {alpha:g}", fontsize=10)
     return fig if path is None else save_figure(fig, path)

@@ -103,7 +103,9 @@ def map_style(method: str, info: Mapping[str, Any] | None = None) -> MapStyle:
     if method == "sensitivity" and options.get("absolute"):
         style = replace(style, label="|gradient of the target logit|", signed=False)
     if method == "smoothgrad" and options.get("square"):
-        style = replace(style, label="mean squared gradient (noisy copies)", unit="(logit / input unit)^2", signed=False)
+        style = replace(
+            style, label="mean squared gradient (noisy copies)", unit="(logit / input unit)^2", signed=False
+        )
     if method == "h-shap":
         # cell scores are products of Shapley values on a scale where the whole image scores 1;
         # below 1e-12 they are float64 residue, and at or below an absolute threshold the method

@@ -6,7 +6,7 @@ import base64
 from typing import Any
 
 from provex.reporting.sections import ReportOptions, Section, register_section
-from provex.reporting.sources import Inputs
+from provex.reporting.sources import Inputs, short_path
 
 __all__ = ["benchmark_sections"]
 
@@ -51,7 +51,7 @@ def _hshap(r, k: int) -> Section:
     }
     return Section(
         id=sid,
-        title=f"h-Shap benchmark: {r.path}",
+        title=f"h-Shap benchmark: {short_path(r.path)}",
         template="hshap.html.j2",
         context={"rows": rows, "goal": d.get("goal"), "pngs": _pngs(r.path)},
         figures={f"{sid}-f1": fig},
@@ -88,7 +88,7 @@ def _betting(r, k: int) -> Section:
         }
     return Section(
         id=sid,
-        title=f"Testing by betting benchmark: {r.path}",
+        title=f"Testing by betting benchmark: {short_path(r.path)}",
         template="betting.html.j2",
         context={"synthetic": d.get("synthetic") or [], "fdr": d.get("fdr") or [], "pngs": _pngs(r.path)},
         figures=figures,

@@ -44,7 +44,7 @@ def _bars(cls: str, rows: list[dict[str, Any]], alpha: float, fdr: bool, sid: st
     rate = {
         "data": data,
         "layout": {
-            "title": {"text": f"class {cls}: rejection rate", "font": {"size": 13}},
+            "title": {"text": f"class {cls}: rejection rate", "font": {"size": 13}, "x": 0.02, "xanchor": "left"},
             "barmode": "group",
             "yaxis": {"title": {"text": "fraction of repeats rejected"}, "range": [0, 1.05]},
             "shapes": [
@@ -63,7 +63,7 @@ def _bars(cls: str, rows: list[dict[str, Any]], alpha: float, fdr: bool, sid: st
             ],
             "margin": {"l": 55, "r": 10, "t": 40, "b": 110},
             "height": 360,
-            "legend": {"orientation": "h", "y": 1.12},
+            "legend": {"orientation": "h", "x": 1, "xanchor": "right", "y": 1.0, "yanchor": "bottom"},
         },
     }
     tau = {

@@ -11,7 +11,7 @@ import base64
 from typing import Any
 
 from provex.reporting.sections import ReportOptions, Section, register_section
-from provex.reporting.sources import Inputs
+from provex.reporting.sources import Inputs, short_path
 
 __all__ = ["lpn_sections"]
 
@@ -34,7 +34,8 @@ def _prior_figure(prior: dict[str, Any], sid: str) -> dict[str, dict[str, Any]]:
             ],
             "layout": {
                 "title": {
-                    "text": f"prior R(x) against {kind} level (Spearman mean {p.get('spearman_mean', float('nan')):.3f})",
+                    "text": f"prior R(x) against {kind} level "
+                    f"(Spearman mean {p.get('spearman_mean', float('nan')):.3f})",
                     "font": {"size": 13},
                 },
                 "xaxis": {"title": {"text": f"{kind} level"}},
@@ -69,11 +70,13 @@ def lpn_sections(inputs: Inputs, options: ReportOptions) -> list[Section]:
         pngs = []
         for f in sorted(r.path.glob("*.png")):
             if f.stat().st_size <= 2_000_000:
-                pngs.append({"name": f.name, "uri": "data:image/png;base64," + base64.b64encode(f.read_bytes()).decode()})
+                pngs.append(
+                    {"name": f.name, "uri": "data:image/png;base64," + base64.b64encode(f.read_bytes()).decode()}
+                )
         out.append(
             Section(
                 id=sid,
-                title=f"Learned proximal network: {r.path}",
+                title=f"Learned proximal network: {short_path(r.path)}",
                 template="lpn.html.j2",
                 context={
                     "prior": d.get("prior") or {},

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from provex.reporting.sections import ReportOptions, Section, register_section
-from provex.reporting.sources import Inputs
+from provex.reporting.sources import Inputs, short_path
 
 __all__ = ["ordering_sections"]
 
@@ -206,7 +206,11 @@ def ordering_sections(inputs: Inputs, options: ReportOptions) -> list[Section]:
             f"{first.get('noise')} noise draws, seed {first.get('seed')}"
         )
         st["path"] = str(r.path)
-        out.append(_section(f"ordering-{k}", f"Relevance ordering: {r.path}", curves, per_class, st, options.labels))
+        out.append(
+            _section(
+                f"ordering-{k}", f"Relevance ordering: {short_path(r.path)}", curves, per_class, st, options.labels
+            )
+        )
     for k, s in enumerate(inputs.image_sets):
         if not s.curves:
             continue
