@@ -127,8 +127,8 @@ METHODS = {"sensitivity": {}, "smoothgrad": {"n_samples": 8, "seed": 0}, "deep-t
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="provex benchmark report", description=__doc__.split("\n\n")[0])
     p.add_argument("--images", type=int, nargs="+", default=[200, 1000], help="image counts (default 200 1000)")
-    p.add_argument("--step", type=int, default=28, help="ordering test: components replaced per step")
-    p.add_argument("--n-noise", type=int, default=4, help="ordering test: noise draws per step")
+    p.add_argument("--step", type=int, default=56, help="ordering test: components replaced per step")
+    p.add_argument("--n-noise", type=int, default=2, help="ordering test: noise draws per step")
     p.add_argument("--repeats", type=int, default=3, help="page loads per N (median reported)")
     p.add_argument("--data", default=None, help="MNIST folder (default $PROVEX_DATA/mnist)")
     p.add_argument("--work", default=None, help="where the run folders and pages go (default OUT/work)")

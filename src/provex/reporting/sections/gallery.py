@@ -69,7 +69,8 @@ def _gallery(s: ImageSet, k: int, opt: ReportOptions) -> Section:
             "unit": st.unit,
             "signed": signed,
             "shared": [vmin, vmax],
-            "thumbScale": "shared (the method's range)" if fixed else "per map",
+            "thumbScale": f"on the method's fixed range {vmin:g} to {vmax:g}" if fixed else "each on its own range",
+            "thumbShared": fixed,
             "threshold": st.threshold,
             "colorscale": plotly_colorscale(signed),
             "extra": list(extra_displays[m]),
@@ -125,7 +126,7 @@ def _gallery(s: ImageSet, k: int, opt: ReportOptions) -> Section:
                 item["vals"][m] = quantize(pgrid, opt.detail_side)
                 item["p"][m] = [_f(float(x)) for x in p]
             else:
-                if e["thumbScale"].startswith("shared"):
+                if e["thumbShared"]:
                     lo, hi = e["shared"]
                 else:
                     lo, hi, _ = map_limits([v], s.styles[m])

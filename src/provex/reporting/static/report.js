@@ -64,7 +64,7 @@
       if (it.img || it.imgColor) {
         const t = el("div", "tile"); const s = el("div", "stack");
         const im = el("img"); im.src = it.imgColor || it.img; im.alt = "image " + it.index; s.appendChild(im);
-        t.appendChild(s); t.appendChild(el("div", "", "input")); tiles.appendChild(t);
+        t.appendChild(s); t.appendChild(el("div", "tcap", "input")); tiles.appendChild(t);
       }
       for (const m of g.methods) {
         const t = el("div", "tile"); const s = el("div", "stack");
@@ -72,7 +72,10 @@
         const o = el("img"); o.src = it.maps[m.name]; o.alt = m.name + " map"; s.appendChild(o);
         t.appendChild(s);
         const a = it.auc[m.name];
-        t.appendChild(el("div", "", m.name + (a && a.d !== null ? " · " + fmt(a.d, 3) : "")));
+        const cap = el("div", "tcap", m.name);
+        cap.title = m.name + (a && a.d !== null ? ": distortion area " + fmt(a.d, 4) : "");
+        t.appendChild(cap);
+        if (g.methods.some((x) => x.hasAuc)) t.appendChild(el("div", "tcap", a && a.d !== null ? Number(a.d).toFixed(3) : "\u00a0"));
         tiles.appendChild(t);
       }
       c.appendChild(tiles);
