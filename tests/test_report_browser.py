@@ -50,6 +50,9 @@ def test_page_in_chromium(page_path, tmp_path) -> None:
     with open_report(page_path) as r:
         page = r["page"]
         assert r["errors"] == []
+        # figures far below the viewport wait until they are scrolled to
+        assert page.evaluate("document.getElementById('concepts-0-wealth-8').dataset.drawn") is None
+        page.evaluate("window.provexDrawAll()")
         # one curve per method in each ordering chart
         n_curves = "id => document.getElementById(id).data.filter(t => t.meta === 'curve').length"
         assert page.evaluate(n_curves, "ordering-0-distortion") == 10

@@ -73,9 +73,7 @@ def make_run(folder: Path, step: int, n_noise: int, n_images: int) -> dict:
 def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--work", default=str(HERE / "results" / "work"))
-    p.add_argument(
-        "--concepts", default=str(HERE / "inputs" / "concepts"), help="a test-concepts results folder"
-    )
+    p.add_argument("--concepts", default=str(HERE / "inputs" / "concepts"), help="a test-concepts results folder")
     p.add_argument("--images", type=int, default=20, help="shipped samples, as many per class (default 20)")
     p.add_argument("--step", type=int, default=14)
     p.add_argument("--n-noise", type=int, default=16)
@@ -104,6 +102,7 @@ def main() -> int:
     shots = {}
     with open_report(page, width=1500, height=1100) as r:
         pg = r["page"]
+        pg.evaluate("window.provexDrawAll()")
         pg.click('#gallery-0-root .card[data-i="8"]')
         pg.wait_for_timeout(1500)
         for name, sel in (("gallery", "#gallery-0"), ("curves", "#ordering-run-0"), ("concepts", "#concepts-0")):

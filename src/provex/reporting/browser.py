@@ -49,10 +49,12 @@ def chromium_path() -> str | None:
 
 @contextmanager
 def open_report(path: str | os.PathLike, width: int = 1500, height: int = 1000) -> Iterator[dict[str, Any]]:
-    """Open ``path``; yields ``{"page", "errors", "seconds"}`` once the page says it is ready.
+    """Open ``path``; yields ``{"page", "errors", "seconds", "busy_seconds", ...}`` once it is ready.
 
     ``errors``: console errors and uncaught exceptions; ``seconds``: from navigation start to
-    the page's ready mark (every figure and the first gallery page drawn), measured by the page.
+    the page's ready mark (the first gallery page and every figure within the first screen
+    drawn; figures further down are drawn when scrolled to, or by ``window.provexDrawAll()``),
+    measured by the page.
     Any request leaving the file (network) is aborted and reported as an error.
     """
     from playwright.sync_api import sync_playwright
@@ -77,11 +79,23 @@ def open_report(path: str | os.PathLike, width: int = 1500, height: int = 1000) 
                     route.abort()
 
             page.route("**/*", block)
+            cdp = page.context.new_cdp_session(page)
+            cdp.send("Performance.enable")
             t0 = time.perf_counter()
             page.goto(url, wait_until="load", timeout=120_000)
             page.wait_for_function("window.provexReady !== undefined", timeout=120_000)
             wall = time.perf_counter() - t0
             ready_ms = page.evaluate("window.provexReady")
-            yield {"page": page, "errors": errors, "seconds": float(ready_ms) / 1000.0, "wall_seconds": wall}
+            metrics = {m["name"]: m["value"] for m in cdp.send("Performance.getMetrics")["metrics"]}
+            yield {
+                "page": page,
+                "errors": errors,
+                "seconds": float(ready_ms) / 1000.0,
+                "wall_seconds": wall,
+                # main-thread time inside tasks (scripts, layout, paint) up to now: idle waits are
+                # excluded, but a task is still stretched when other processes hold the CPU
+                "busy_seconds": float(metrics.get("TaskDuration", float("nan"))),
+                "script_seconds": float(metrics.get("ScriptDuration", float("nan"))),
+            }
         finally:
             browser.close()

@@ -216,7 +216,9 @@ def ordering_sections(inputs: Inputs, options: ReportOptions) -> list[Section]:
             continue
         curves, per_class = _from_image_set(s)
         score = (s.settings.get("score") or {}).get("ordering") or {}
-        st = {"path": s.paths[0], "score": score, "line": f"{s.n} images; ordering options {score}"}
+        line = f"{s.n} images, step {score.get('step')}, {score.get('n_noise')} {score.get('noise')} noise draws, "
+        line += f"seed {score.get('seed')}"
+        st = {"path": s.paths[0], "score": score, "line": line}
         out.append(
             _section(
                 f"ordering-run-{k}",

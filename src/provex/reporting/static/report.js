@@ -166,10 +166,29 @@
     return detail();
   }
 
+  // Figures are drawn when they come near the viewport (a long page stays quick to open);
+  // window.provexDrawAll() draws the rest at once (screenshots, tests).
+  const pending = new Map();
+  const observer = "IntersectionObserver" in window
+    ? new IntersectionObserver((entries) => { for (const e of entries) if (e.isIntersecting) draw(e.target.id); }, { rootMargin: "300px" })
+    : null;
+  function draw(id) {
+    const fig = pending.get(id);
+    if (!fig) return Promise.resolve();
+    pending.delete(id);
+    const div = document.getElementById(id);
+    if (observer) observer.unobserve(div);
+    return Plotly.newPlot(div, fig.data, fig.layout, CONFIG).then(() => { div.dataset.drawn = "1"; });
+  }
+  window.provexDrawAll = () => Promise.all([...pending.keys()].map(draw));
   const jobs = [];
   for (const [id, fig] of Object.entries(DATA.figures)) {
     const div = document.getElementById(id);
-    if (div) jobs.push(Plotly.newPlot(div, fig.data, fig.layout, CONFIG));
+    if (!div) continue;
+    pending.set(id, fig);
+    const near = div.getBoundingClientRect().top < window.innerHeight + 300;
+    if (near || !observer) jobs.push(draw(id));
+    else observer.observe(div);
   }
   for (const [id, g] of Object.entries(DATA.galleries)) jobs.push(gallery(id, g));
   Promise.all(jobs).then(() => {
