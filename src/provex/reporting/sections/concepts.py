@@ -47,6 +47,7 @@ def _bars(cls: str, rows: list[dict[str, Any]], alpha: float, fdr: bool, sid: st
             "title": {"text": f"class {cls}: rejection rate", "font": {"size": 13}, "x": 0.02, "xanchor": "left"},
             "barmode": "group",
             "yaxis": {"title": {"text": "fraction of repeats rejected"}, "range": [0, 1.05]},
+            "xaxis": {"automargin": True, "tickangle": 30},
             "shapes": [
                 {
                     "type": "line",
