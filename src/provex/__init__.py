@@ -30,6 +30,7 @@ _SUBPACKAGES = (
     "inverse",
     "io",
     "rde",
+    "reporting",
     "seeding",
     "shapley",
     "stats",
@@ -39,6 +40,7 @@ _SUBPACKAGES = (
 _LAZY: dict[str, str] = {
     "run": "provex.runs:run",
     "load_run": "provex.runs:load_run",
+    "report": "provex.reporting:write_report",
 }
 
 __all__ = [

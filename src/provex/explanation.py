@@ -9,7 +9,6 @@ shape (e.g. MR-RDE's per-rate maps) that ``plot`` draws beside the main map. It 
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -184,40 +183,33 @@ class Explanation:
 
     def plot(
         self,
-        path: str | os.PathLike,
+        path: str | os.PathLike | None = None,
         images: torch.Tensor | None = None,
         ncols: int | None = None,
         cmap: str = "RdBu_r",
         titles: list[str] | None = None,
-    ) -> Path:
-        """Write a PNG with one panel per image: heat map over the image, colour bar, class.
+        *,
+        labels: list[str] | None = None,
+        scale: str | None = None,
+        return_figure: bool = False,
+    ) -> Path | Any:
+        """Draw the maps: one panel per image, the map over the image, a labelled colour bar.
 
         With extra ``maps`` the figure has one row per image and one column per map (the
-        main relevance first, then each named map); ``ncols`` is then ignored.
-        """
-        from provex.viz.heatmap import plot_relevance, plot_relevance_columns
+        main relevance first, then each named map); ``ncols`` is then ignored. SHAP-XRT
+        explanations are drawn as region p-values and decisions. ``labels``: class names for
+        the titles; ``scale``: ``"shared"`` (one colour scale for all panels) or ``"per-map"``
+        (default: shared for masks and other fixed-range maps, per map otherwise), stated in
+        the figure's title. ``images`` must have the maps' N, H and W.
 
-        n = len(self)
-        ncols = ncols or min(n, 5)
-        if titles is None:
-            titles = []
-            for i in range(n):
-                t = f"target {int(self.target[i])}"
-                if self.prediction is not None:
-                    t = f"pred {int(self.prediction[i])}, " + t
-                titles.append(t)
-        if self.maps:
-            columns = {"relevance": self.relevance, **self.maps}
-            return plot_relevance_columns(
-                path, columns, images=images, row_titles=titles, cmap=cmap, suptitle=self.method
-            )
-        return plot_relevance(
-            path,
-            self.relevance,
-            images=images,
-            titles=titles,
-            ncols=ncols,
-            cmap=cmap,
-            suptitle=self.method,
-            nrows=math.ceil(n / ncols),
-        )
+        With ``path``: writes a PNG atomically and returns its path (or the matplotlib figure
+        with ``return_figure=True``). Without: returns the figure (for notebooks).
+        """
+        from provex.viz.explain_plot import plot_explanation
+        from provex.viz.heatmap import save_figure
+
+        fig = plot_explanation(self, images, ncols=ncols, cmap=cmap, titles=titles, labels=labels, scale=scale)
+        if path is None:
+            return fig
+        written = save_figure(fig, path, close=not return_figure)
+        return fig if return_figure else written

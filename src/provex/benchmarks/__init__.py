@@ -20,4 +20,5 @@ BENCHMARKS: dict[str, str] = {
     "run-scaling": "provex.benchmarks.run_scaling",
     "readme": "provex.benchmarks.readme",
     "region-tests": "provex.benchmarks.region_tests",
+    "report": "provex.benchmarks.report",
 }

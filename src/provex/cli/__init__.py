@@ -31,6 +31,7 @@ COMMAND_MODULES: list[str] = [
     "provex.cli.lpn",
     "provex.cli.run",
     "provex.cli.test_regions",
+    "provex.cli.report",
 ]
 
 
