@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 import provex
-from provex.benchmarks.common import environment, print_table, write_json
+from provex.benchmarks.common import add_quick_argument, environment, print_table, write_json
 from provex.evaluate import relevance_ordering
 
 __all__ = ["main"]
@@ -29,7 +29,7 @@ __all__ = ["main"]
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="provex benchmark batch-independence", description=__doc__)
-    p.add_argument("--quick", action="store_true", help="2 images")
+    add_quick_argument(p, "2 images")
     p.add_argument("--images", type=int, default=16)
     p.add_argument("--methods", nargs="+", default=None, help="default: every registered method")
     p.add_argument("--step", type=int, default=16, help="ordering test: components replaced per step")

@@ -29,7 +29,7 @@ from typing import Any
 import torch
 
 import provex
-from provex.benchmarks.common import environment, print_table, write_json
+from provex.benchmarks.common import add_quick_argument, environment, print_table, write_json
 
 __all__ = ["main"]
 
@@ -96,7 +96,7 @@ def _raw_zennit(model: torch.nn.Module, x: torch.Tensor, method: str) -> torch.T
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="provex benchmark explain-cost", description=__doc__)
-    p.add_argument("--quick", action="store_true", help="64 x 64 images, 3 repeats")
+    add_quick_argument(p, "64 x 64 images, 3 repeats")
     p.add_argument("--size", type=int, default=224)
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--images", type=int, default=4, help="images for the conservation check")

@@ -46,7 +46,7 @@ import matplotlib.pyplot as plt
 import torch
 import torch.nn.functional as F
 
-from provex.benchmarks.common import environment, write_json
+from provex.benchmarks.common import add_quick_argument, environment, write_json
 from provex.io import atomic_write
 from provex.viz.heatmap import save_figure
 
@@ -208,7 +208,7 @@ def _score_rc(a: argparse.Namespace, first: int, relevance: torch.Tensor, target
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="provex benchmark own-model", description=__doc__)
-    p.add_argument("--quick", action="store_true", help="1 image at 32 x 32 (the same code path)")
+    add_quick_argument(p, "1 image at 32 x 32")
     p.add_argument("--out", default="results/own-model")
     p.add_argument("--images", type=int, default=8)
     p.add_argument("--size", type=int, default=224)

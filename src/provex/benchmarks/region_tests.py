@@ -52,7 +52,7 @@ import torch
 from torch import nn
 
 from provex import models
-from provex.benchmarks.common import environment, print_table, time_call, write_json
+from provex.benchmarks.common import add_quick_argument, environment, print_table, time_call, write_json
 from provex.data.crosses import crosses
 from provex.data.mnist import load_mnist
 from provex.evaluate import gaussian_noise, relevance_ordering
@@ -584,7 +584,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--fdr-images", type=int, default=None, help="images for the fdr block (default 100; quick 10)")
     p.add_argument("--mnist-images", type=int, default=None, help="images for the mnist block (default 50; quick 4)")
-    p.add_argument("--quick", action="store_true", help="10 images per block (4 for mnist): about a few minutes")
+    add_quick_argument(p, "10 images per block (4 for mnist; about 10 minutes on 2 cores)")
     p.add_argument("--batch-size", type=int, default=512)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)

@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from provex.benchmarks.common import add_quick_argument
 from provex.io import atomic_write, write_json
 
 __all__ = ["main", "write_run_store"]
@@ -132,7 +133,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=3, help="page loads per N (median reported)")
     p.add_argument("--data", default=None, help="MNIST folder (default $PROVEX_DATA/mnist)")
     p.add_argument("--work", default=None, help="where the run folders and pages go (default OUT/work)")
-    p.add_argument("--quick", action="store_true", help="N = 50 only, one page load")
+    add_quick_argument(p, "N = 50 only, one page load")
     p.add_argument("--reuse", action="store_true", help="reuse run folders an earlier call left in --work")
     p.add_argument("--out", default="benchmarks/report/results")
     return p

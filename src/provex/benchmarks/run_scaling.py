@@ -38,7 +38,7 @@ from typing import Any
 import torch
 
 from provex import models
-from provex.benchmarks.common import environment, write_json
+from provex.benchmarks.common import add_quick_argument, environment, write_json
 from provex.benchmarks.model_speed import forward_backward_seconds
 from provex.cli.options import parse_options
 from provex.io import atomic_write
@@ -65,7 +65,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--shard-size", type=int, default=None, help="images per shard (default 10; quick 2)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per worker (default 1)")
     p.add_argument("--work", default=None, help="folder for the run stores (default: a temporary folder, removed)")
-    p.add_argument("--quick", action="store_true", help="smoke test: 8 images in shards of 2")
+    add_quick_argument(p, "8 images in shards of 2")
     p.add_argument("--out", default="benchmarks/run_scaling/results", help="output folder")
     return p
 

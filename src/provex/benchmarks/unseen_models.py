@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 import provex
-from provex.benchmarks.common import environment, print_table, write_json
+from provex.benchmarks.common import add_quick_argument, environment, print_table, write_json
 
 __all__ = ["MODELS", "main"]
 
@@ -183,7 +183,7 @@ def _plot(results: dict[str, list[dict[str, Any]]], methods: list[str], path: Pa
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="provex benchmark unseen-models", description=__doc__)
-    p.add_argument("--quick", action="store_true", help="the two smallest models, one image")
+    add_quick_argument(p, "the two smallest models, one image")
     p.add_argument("--models", nargs="+", choices=sorted(MODELS), default=None)
     p.add_argument("--methods", nargs="+", default=None, help="default: every registered method")
     p.add_argument("--images", type=int, default=2, help="images per model (default 2)")

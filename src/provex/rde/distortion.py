@@ -88,6 +88,9 @@ class Distortion:
     stochastic: bool = False
     kind: str = ""  # the ``distortion=`` name that builds this estimator
     reason: str = ""  # why ``distortion="auto"`` chose this estimator (empty otherwise)
+    by_image: bool = False
+    """Every model pass holds the rows of one image only, chunked the same way alone or in a batch,
+    so an image's passes are bit-identical whatever its batch-mates (set by :func:`build`)."""
 
     def __init__(
         self,
@@ -160,6 +163,16 @@ class Distortion:
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         raise NotImplementedError
 
+    def chunks(self, image: torch.Tensor, size: int) -> list[torch.Tensor]:
+        """Row indices of each model pass: ``size`` rows at a time; with :attr:`by_image`, per image."""
+        rows = torch.arange(image.shape[0], device=image.device)
+        if not self.by_image:
+            return list(rows.split(size))
+        out: list[torch.Tensor] = []
+        for i in torch.unique(image).tolist():
+            out.extend(rows[image == i].split(size))
+        return out
+
     def linear_scores(self, meter: Meter | None = None) -> torch.Tensor:
         """(N, n) first-order importance of each component: ``(sum g.(x-m))^2 + sum g^2 v``.
 
@@ -170,9 +183,7 @@ class Distortion:
         meter = self.meter if meter is None else meter
         n_img = self.x.shape[0]
         out = torch.empty(n_img, self.n, dtype=self.x.dtype, device=self.x.device)
-        everyone = torch.arange(n_img, device=self.x.device)
-        for a in range(0, n_img, self.batch_size):
-            rows = everyone[a : a + self.batch_size]
+        for rows in self.chunks(torch.arange(n_img, device=self.x.device), self.batch_size):
             xs = self.x[rows].detach().requires_grad_(True)
             _sync(xs.device)
             start = time.perf_counter()
@@ -237,8 +248,7 @@ class MonteCarloDistortion(Distortion):
         grads = torch.zeros_like(s) if need_grad else None
         per_mask = max(1, self.batch_size // b)  # masks per chunk
         per_draw = min(b, self.batch_size)  # draws per chunk
-        for a in range(0, m, per_mask):
-            rows = slice(a, min(a + per_mask, m))
+        for rows in self.chunks(image, per_mask):
             img = image[rows]
             bank = {i: self.draws(i, which[i]) for i in sorted(set(img.tolist()))}
             xs, phi, tgt = self.x[img].unsqueeze(1), self.phi[img].unsqueeze(1), self.target[img]
@@ -308,8 +318,7 @@ class ADFDistortion(Distortion):
         values = torch.empty(m, dtype=s.dtype, device=s.device)
         grads = torch.empty_like(s) if need_grad else None
         chunk = max(1, self.batch_size // self.rank)
-        for a in range(0, m, chunk):
-            rows = slice(a, min(a + chunk, m))
+        for rows in self.chunks(image, chunk):
             s_c = s[rows].detach().requires_grad_(need_grad)
             with torch.set_grad_enabled(need_grad):
                 _sync(s.device)
@@ -381,8 +390,11 @@ def build(
     batch_size: int = 512,
     seed: int | Sequence[int] | None = 0,
     fixed_noise: bool = False,
+    by_image: bool = False,
 ) -> Distortion:
-    """The estimator of ``choice``; its meter starts with the twin's check."""
+    """The estimator of ``choice``; its meter starts with the twin's check.
+
+    ``by_image``: see :attr:`Distortion.by_image`."""
     if choice.kind == "mc":
         dist: Distortion = MonteCarloDistortion(
             model, x, target, noise, components, n_samples, batch_size, seed, fixed_noise, logits
@@ -392,6 +404,7 @@ def build(
         dist = ADFDistortion(model, x, target, noise, components, batch_size, mode, choice.twin, logits)
     dist.meter.add(choice.check_inputs, False, choice.seconds, adf=True)
     dist.reason = choice.reason
+    dist.by_image = by_image
     return dist
 
 

@@ -79,7 +79,7 @@ def mr_rde(
         seed=seed,
     )
     solver = SolverOptions(max_iter=max_iter, tol=tol, step=step, init=init, progress=progress, callback=callback)
-    problem = setup("mr-rde", model, x, target, options, solver)
+    problem = setup("mr-rde", model, x, target, options, solver, by_image=True)
     wanted = default_rates(problem.comps.n) if rates is None else list(rates)
     masks, out, counts = solve_rates(problem, target, wanted, "rates", "MR-RDE")
     r, num, n = masks.shape

@@ -85,7 +85,7 @@ def ord_rde(
         seed=seed,
     )
     solver = SolverOptions(max_iter=max_iter, tol=tol, step=step, init=init, progress=progress, callback=callback)
-    problem = setup("ord-rde", model, x, target, options, solver, max_components=AUTO_COMPONENTS)
+    problem = setup("ord-rde", model, x, target, options, solver, max_components=AUTO_COMPONENTS, by_image=True)
     dist, comps, solver = problem.dist, problem.comps, problem.solver
     n, num = comps.n, x.shape[0]
     if n > max_components:

@@ -65,10 +65,13 @@ def setup(
     options: DistortionOptions,
     solver: SolverOptions,
     max_components: int = AUTO_COMPONENTS,
+    by_image: bool = False,
 ) -> Problem:
     """Components, noise, estimator and filled-in options of ``method`` for the images ``x``.
 
-    ``grid="auto"`` picks blocks with at most ``max_components`` components.
+    ``grid="auto"`` picks blocks with at most ``max_components`` components. ``by_image``: every
+    model pass (the reference logits included) holds one image's rows only, so the result is
+    bit-for-bit the same alone and in any batch (for methods that amplify float rounding).
     """
     check_seed(options.seed, x.shape[0])
     grid = auto_grid(tuple(x.shape[1:]), max_components) if options.grid == "auto" else options.grid
@@ -76,7 +79,8 @@ def setup(
     noise, stats = _noise(options, model, x)
     with torch.no_grad():
         start = time.perf_counter()
-        logits = model(x.detach())
+        rows = x.detach().split(1) if by_image else (x.detach(),)
+        logits = torch.cat([model(r) for r in rows])
         seconds = time.perf_counter() - start
     choice = choose(options.distortion, model, x, logits)
     options, solver = fill(options, solver, defaults(method, choice.kind))
@@ -92,6 +96,7 @@ def setup(
         batch_size=batch_size(options.batch_size, x.device),
         seed=options.seed,
         fixed_noise=options.fixed_noise,
+        by_image=by_image,
     )
     dist.meter.add(x.shape[0], False, seconds)
     return Problem(dist, comps, options, solver, stats, Meter())
