@@ -181,7 +181,7 @@ def test_different_models_refused_unless_allowed(tmp_path) -> None:
 def test_explanations_with_images_and_xrt_regions(tmp_path, mnist_model, mnist_samples) -> None:
     x = mnist_samples[0][:3]
     sens = provex.explain(mnist_model, x, "sensitivity")
-    xrt = provex.explain(mnist_model, x, "shap-xrt", grid=2, K=9)
+    xrt = provex.explain(mnist_model, x, "shap-xrt", K=9)  # the four quadrants
     sens.save(tmp_path / "a.pt")
     xrt.save(tmp_path / "b.pt")
     torch.save(x.clone(), tmp_path / "x.pt")
@@ -221,3 +221,17 @@ def test_report_after_names_the_page(run_dir, tmp_path) -> None:
     line = report_after([folder], tmp_path / "after.html")
     size = (tmp_path / "after.html").stat().st_size
     assert line == f"report: {tmp_path / 'after.html'} ({size / 1e6:.1f} MB)"
+
+
+def test_explain_and_run_write_a_report_with_report(tmp_path, capsys) -> None:
+    """``--report`` on ``provex explain`` and ``provex run``: the page exists and carries the maps."""
+    out = tmp_path / "o"
+    assert cli_main(["explain", "--index", "0", "1", "--report", "--no-progress", "--out", str(out)]) == 0
+    page = out / "mnist-samples-sensitivity.html"
+    assert page.is_file() and f"report: {page}" in capsys.readouterr().out
+    assert [g["n"] for g in _page_data(page)["galleries"].values()] == [2]
+    assert cli_main(["explain", "--index", "0", "--report", "--out", str(out)]) == 2  # the page counts as an output
+    run = tmp_path / "r"
+    argv = ["run", "--model", "mnist-cnn", "--data", "samples:mnist", "--limit", "3", "--methods", "sensitivity"]
+    assert cli_main([*argv, "--out", str(run), "--report", "--no-progress"]) == 0
+    assert [g["n"] for g in _page_data(run / "report.html")["galleries"].values()] == [3]

@@ -29,7 +29,7 @@ METHODS = {
     "smoothgrad": {"n_samples": 64, "noise_level": 0.3, "square": True, "seed": 0},
     "mr-rde": {"seed": 0, "progress": False},
     "h-shap": {"min_size": 2, "threshold": 1e-6},
-    "shap-xrt": {"grid": 2, "K": 39, "M": 5, "shapley": False, "seed": 0},
+    "shap-xrt": {"K": 39, "n_samples": 5, "shapley": False, "seed": 0},
 }
 DIGITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 

@@ -73,6 +73,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="provex-out", help="output folder (default: provex-out)")
     p.add_argument("--overwrite", action="store_true", help="replace outputs of an earlier run with the same names")
     p.add_argument("--per-figure", type=int, default=16, help="images per PNG (default 16)")
+    p.add_argument("--report", action="store_true", help="also write OUT/<input>-<method>.html (see `provex report`)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
     p.add_argument(
         "--progress",
@@ -202,7 +203,9 @@ def run_explain(args: argparse.Namespace) -> int:
     pages = math.ceil(n / args.per_figure)
     figures = [f"{stem}.png"] if pages == 1 else [f"{stem}-{k + 1:02d}.png" for k in range(pages)]
     earlier = [f"{stem}.png", f"{stem}-[0-9][0-9].png", f"{stem}-[0-9][0-9][0-9].png"]
-    paths = output_files(out, [f"{stem}.pt", *figures], args.overwrite, patterns=earlier)
+    page = [f"{stem}.html"] if args.report else []
+    paths = output_files(out, [f"{stem}.pt", *figures, *page], args.overwrite, patterns=earlier)
+    html = paths.pop() if args.report else None
     for note in inputs.notes:
         print(f"provex explain: note: {note}", file=sys.stderr)
 
@@ -244,6 +247,10 @@ def run_explain(args: argparse.Namespace) -> int:
         f"{args.method} on {n} image(s) ({inputs.stem}) with {args.model} in {seconds:.2f} s "
         f"(targets {'= predictions' if agree else exp.target.tolist()}) -> {pt}, {figs}"
     )
+    if html is not None:
+        from provex.reporting import report_after
+
+        print(report_after([pt], html, images=inputs.pixels.cpu(), labels=labels))
     return 0
 
 

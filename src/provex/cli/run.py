@@ -55,6 +55,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="cpu", help="torch device of the workers (default cpu)")
     p.add_argument("--new", action="store_true", help="delete a run with other settings in --out and start over")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--report", action="store_true", help="also write OUT/report.html (see `provex report`)")
     p.add_argument("--out", required=True, help="results folder")
     p.set_defaults(func=run_command)
 
@@ -132,6 +133,10 @@ def run_command(a: argparse.Namespace) -> int:
         f"{s.get('shards_failed', 0)} failed) -> {a.out}"
     )
     print(format_summary(result.summary()))
+    if a.report and len(result.index):
+        from provex.reporting import report_after
+
+        print(report_after([a.out], Path(a.out) / "report.html"))
     return 1 if result.failed else 0
 
 

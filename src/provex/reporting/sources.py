@@ -257,15 +257,16 @@ def _image_set_from_run(path: Path, labels: Sequence[str] | None) -> ImageSet:
 
 
 def _add_run_pvalues(s: ImageSet, m: str, p: torch.Tensor, opts: dict[str, Any]) -> None:
-    """SHAP-XRT in a run: (n, R) p-values on the method's ``grid x grid`` regions."""
-    from provex.stats.regions import grid_regions
+    """SHAP-XRT in a run: (n, R) p-values on the method's regions (``grid``-pixel blocks, default quadrants)."""
+    from provex.stats.xrt import xrt_regions
 
-    grid = int(opts.get("grid", 2))
-    if grid * grid != p.shape[1]:
+    grid = opts.get("grid")
+    regions = xrt_regions(s.shape[1], s.shape[2], None if grid is None else int(grid))
+    if regions.shape[0] != p.shape[1]:
         return  # regions of another layout: the map is shown as stored
     s.pvalues[m] = {
         "p": p.double(),
-        "regions": grid_regions(s.shape[1], s.shape[2], grid),
+        "regions": regions,
         "alpha": float(opts.get("alpha", 0.05)),
         "K": opts.get("K", 100),
         "context": opts.get("context", "empty"),

@@ -4,8 +4,8 @@ A run folder holds ``manifest.json`` and, per finished shard, ``shards/shard-NNN
 (tensors: ``index``, ``inputs``, ``label``, ``M/relevance``, optional ``M/ordering``,
 ``M/maps/NAME``, ``M/per_image/NAME``, ``M/curve_distortion``, ``M/curve_accuracy``,
 ``fraction_kept``) and ``shards/shard-NNNNNN.parquet`` (one row per image and method). A shard
-counts only when both files exist. Where the run engine's own reader (``provex.load_run``) is
-available it is used; this module then only adapts its result.
+counts only when both files exist. The run engine's own reader (``provex.load_run``) reads it;
+this module adapts its result to what the report's sections use.
 """
 
 from __future__ import annotations
@@ -62,19 +62,9 @@ def is_run_folder(path: Path) -> bool:
         return False
 
 
-def _done_shards(folder: Path) -> list[tuple[Path, Path]]:
-    out = []
-    for st in sorted((folder / "shards").glob("shard-*.safetensors")):
-        pq = st.with_suffix(".parquet")
-        if pq.is_file():
-            out.append((st, pq))
-    return out
-
-
 def read_run(path: str | os.PathLike) -> RunData:
-    """All finished shards of the run folder ``path``, concatenated in dataset order."""
-    import pandas as pd
-    from safetensors.torch import load_file
+    """All finished shards of the run folder ``path`` (read by :func:`provex.load_run`), in dataset order."""
+    from provex.runs import load_run
 
     folder = Path(path)
     try:
@@ -83,60 +73,45 @@ def read_run(path: str | os.PathLike) -> RunData:
         raise ValueError(f"{folder}: unreadable run manifest ({err.__class__.__name__})") from None
     if manifest.get("format") != RUN_FORMAT:
         raise ValueError(f"{folder}: manifest format is {manifest.get('format')!r}, expected {RUN_FORMAT!r}")
-    shards = _done_shards(folder)
-    if not shards:
-        raise ValueError(f"{folder}: run folder has no finished shard (shards/shard-*.safetensors + .parquet)")
-    parts: list[dict[str, torch.Tensor]] = []
-    tables = []
-    for st, pq in shards:
-        try:
-            parts.append(load_file(str(st)))
-            tables.append(pd.read_parquet(pq))
-        except Exception as err:  # a corrupt shard: name it, do not guess
-            raise ValueError(f"{st}: unreadable shard ({err.__class__.__name__}: {err})") from None
-    cat = {k: torch.cat([p[k] for p in parts if k in p]) for k in parts[0] if k != "fraction_kept"}
-    order = torch.argsort(cat["index"])
-    cat = {k: v[order] for k, v in cat.items()}
-    methods = [m for m in manifest.get("methods", {}) if f"{m}/relevance" in cat]
-    methods += sorted({k.split("/")[0] for k in cat if k.endswith("/relevance")} - set(methods))
-    extra = {
-        m: dict(
-            sorted(
-                ((k.split("/", 2)[2], v) for k, v in cat.items() if k.startswith(f"{m}/maps/")),
-                key=lambda kv: _natural(kv[0]),
-            )
+    try:
+        run = load_run(folder)
+        if not run.shards:
+            raise ValueError(f"{folder}: run folder has no finished shard (shards/shard-*.safetensors + .parquet)")
+        keys = run.keys()
+        methods = [m for m in run.methods if f"{m}/relevance" in keys]
+        order = torch.argsort(run.index)  # dataset order, whatever order the shards hold
+
+        def get(key: str) -> torch.Tensor:
+            return run.get(key)[order]
+
+        def under(m: str, kind: str) -> dict[str, torch.Tensor]:
+            names = sorted((k for k in keys if k.startswith(f"{m}/{kind}/")), key=_natural)
+            return {k.split("/", 2)[2]: get(k) for k in names}
+
+        extra = {m: under(m, "maps") for m in methods if any(k.startswith(f"{m}/maps/") for k in keys)}
+        per_image = {m: under(m, "per_image") for m in methods if any(k.startswith(f"{m}/per_image/") for k in keys)}
+        curves = {
+            m: (get(f"{m}/curve_distortion"), get(f"{m}/curve_accuracy"))
+            for m in methods
+            if f"{m}/curve_distortion" in keys and f"{m}/curve_accuracy" in keys
+        }
+        index = run.index.long()[order]
+        label = get("label").long() if "label" in keys else torch.full_like(index, -1)
+        return RunData(
+            path=folder,
+            manifest=manifest,
+            index=index,
+            inputs=get("inputs").float(),
+            label=label,
+            maps={m: get(f"{m}/relevance") for m in methods},
+            extra_maps=extra,
+            curves=curves,
+            per_image=per_image,
+            fraction_kept=run.get("fraction_kept") if "fraction_kept" in keys else None,
+            table=run.table,
+            failed=run.failed,
         )
-        for m in methods
-        if any(k.startswith(f"{m}/maps/") for k in cat)
-    }
-    per_image = {
-        m: {k.split("/", 2)[2]: v for k, v in cat.items() if k.startswith(f"{m}/per_image/")}
-        for m in methods
-        if any(k.startswith(f"{m}/per_image/") for k in cat)
-    }
-    curves = {
-        m: (cat[f"{m}/curve_distortion"], cat[f"{m}/curve_accuracy"])
-        for m in methods
-        if f"{m}/curve_distortion" in cat and f"{m}/curve_accuracy" in cat
-    }
-    failed = []
-    for f in sorted((folder / "failed").glob("shard-*.json")) if (folder / "failed").is_dir() else []:
-        try:
-            failed.append(json.loads(f.read_text()))
-        except (OSError, ValueError):
-            failed.append({"shard": f.stem, "error": "unreadable failure record"})
-    table = pd.concat(tables, ignore_index=True).sort_values(["index", "method"], kind="stable").reset_index(drop=True)
-    return RunData(
-        path=folder,
-        manifest=manifest,
-        index=cat["index"].long(),
-        inputs=cat["inputs"].float(),
-        label=cat.get("label", torch.full_like(cat["index"], -1)).long(),
-        maps={m: cat[f"{m}/relevance"] for m in methods},
-        extra_maps=extra,
-        curves=curves,
-        per_image=per_image,
-        fraction_kept=parts[0].get("fraction_kept"),
-        table=table,
-        failed=failed,
-    )
+    except ValueError:
+        raise
+    except Exception as err:  # a corrupt shard: name it, do not guess
+        raise ValueError(f"{folder}: unreadable run ({err.__class__.__name__}: {err})") from None

@@ -45,7 +45,7 @@ from provex.shapley.exact import coalitions, shapley_from_table
 from provex.stats.regions import grid_regions, paint
 from provex.stats.samplers import RegionSampler, check_keep
 
-__all__ = ["ValueFunction", "XRTResult", "shap_xrt", "xrt_features"]
+__all__ = ["ValueFunction", "XRTResult", "shap_xrt", "xrt_features", "xrt_regions"]
 
 Sampler = Callable[[torch.Tensor, Sequence[int], "torch.Generator | None"], torch.Tensor]
 MAX_SHAPLEY_FEATURES = 12
@@ -250,7 +250,7 @@ def _features(vf: ValueFunction, context: str, K: int, M: int, shapley: bool) ->
     return out
 
 
-def _regions(height: int, width: int, grid: int | None) -> torch.Tensor:
+def xrt_regions(height: int, width: int, grid: int | None) -> torch.Tensor:
     """``grid`` x ``grid`` pixel blocks (the last row / column narrower when ``grid`` does not
     divide the side), or the four near-equal quadrants when ``grid`` is None."""
     if grid is None:
@@ -299,7 +299,7 @@ def _shap_xrt_method(
     batch_size = check_int(batch_size, "batch_size")
     check_optional(check_int, grid, "grid")
     n, ch, h, w = x.shape
-    regions = _regions(h, w, grid)
+    regions = xrt_regions(h, w, grid)
     if shapley and regions.shape[0] > MAX_SHAPLEY_FEATURES:
         raise ValueError(
             f"grid={grid} gives {regions.shape[0]} regions of {h} x {w} pixels, but exact Shapley values need at most "
