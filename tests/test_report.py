@@ -235,3 +235,20 @@ def test_explain_and_run_write_a_report_with_report(tmp_path, capsys) -> None:
     argv = ["run", "--model", "mnist-cnn", "--data", "samples:mnist", "--limit", "3", "--methods", "sensitivity"]
     assert cli_main([*argv, "--out", str(run), "--report", "--no-progress"]) == 0
     assert [g["n"] for g in _page_data(run / "report.html")["galleries"].values()] == [3]
+
+
+def test_region_tests_section_counts_what_the_result_says(tmp_path) -> None:
+    """A ``provex test-regions`` folder: the section's table and scatter agree with its JSON."""
+    out = tmp_path / "tr"
+    argv = ["test-regions", "--index", "0", "1", "--method", "sensitivity", "--K", "19", "--out", str(out)]
+    assert cli_main(argv) == 0
+    (result,) = out.glob("*-xrt.json")
+    truth = json.loads(result.read_text())
+    page = write_report([out], tmp_path / "p.html")
+    html = page.read_text()
+    assert f"Region tests: {result.name} (xrt, alpha 0.05)" in html
+    data = _page_data(page)
+    (fig,) = [f for k, f in data["figures"].items() if k.endswith("-scatter")]
+    significant = [r for img in truth["images"] for r in img["regions"] if r["rejected"]]
+    assert len(fig["data"][0]["x"]) == len(significant) == truth["summary"]["rejected"]
+    assert fig["data"][0]["y"] == pytest.approx([-np.log10(r["p_value"]) for r in significant])

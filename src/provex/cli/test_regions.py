@@ -195,6 +195,7 @@ def run(args: argparse.Namespace) -> int:
     )
     seconds = time.perf_counter() - start
     result.settings["inputs"] = ids
+    result.settings["model"] = args.model
     out = Path(args.out)
     name = Path(args.model).stem if ("/" in args.model or "." in args.model) else args.model.replace(":", "-")
     stem = f"{name}-{method or 'masks'}-{args.test}"

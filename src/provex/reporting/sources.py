@@ -78,6 +78,7 @@ class Results:
     data: dict[str, Any]
     model: dict[str, Any] | None = None
     explains_model: bool = True  # False: results about another model (an LPN prior) or none (synthetic)
+    file: Path | None = None  # the JSON file itself (its name is not always results.json)
 
 
 @dataclass
@@ -113,11 +114,16 @@ def _is_betting(d: dict[str, Any]) -> bool:
     return any(k in d for k in ("synthetic", "sweep", "fdr", "shap_xrt")) and "results" not in d
 
 
+def _is_region_tests(d: dict[str, Any]) -> bool:
+    return str(d.get("format", "")).startswith("provex.region-tests/")
+
+
 def _is_lpn(d: dict[str, Any]) -> bool:
     return any(k in d for k in ("prior", "reconstruct", "laplace")) and "methods" not in d
 
 
 RESULT_KINDS: dict[str, Callable[[dict[str, Any]], bool]] = {
+    "region-tests": _is_region_tests,
     "ordering": _is_ordering,
     "hshap": _is_hshap,
     "concepts": _is_concepts,
@@ -154,6 +160,9 @@ def _results_model(kind: str, d: dict[str, Any]) -> tuple[dict[str, Any] | None,
         return model_identity(settings.get("model")), True
     if kind == "hshap":
         return model_identity((d.get("model") or {}).get("name")), True
+    if kind == "region-tests":
+        model = settings.get("model")
+        return model_identity(model), model is not None
     if kind == "lpn":
         return model_identity("lpn-mnist" if "prior" in d or "reconstruct" in d else "lpn-laplace"), False
     return model_identity(d.get("model")), kind not in ("betting",)
@@ -174,7 +183,7 @@ def _results(path: Path) -> Results:
     for kind, detect in RESULT_KINDS.items():
         if detect(d):
             model, explains = _results_model(kind, d)
-            return Results(kind, path.parent, d, model, explains)
+            return Results(kind, path.parent, d, model, explains, path)
     raise ValueError(f"{path}: not a results file the report knows ({', '.join(RESULT_KINDS)})")
 
 
@@ -357,6 +366,16 @@ def _image_sets_from_explanations(
     return out
 
 
+def _region_tests_file(path: Path) -> bool:
+    """A ``provex test-regions`` result (``STEM.json``): the only other JSON a folder may hold."""
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(200)
+    except OSError:
+        return False
+    return b'"format": "provex.region-tests/' in head or b'"format":"provex.region-tests/' in head
+
+
 def _candidates(path: Path) -> list[Path]:
     """A folder's readable members: itself if a run; else results.json / *.pt / runs, one level down."""
     if is_run_folder(path):
@@ -365,6 +384,7 @@ def _candidates(path: Path) -> list[Path]:
     if (path / "results.json").is_file():
         found.append(path / "results.json")
     found += sorted(path.glob("*.pt"))
+    found += [q for q in sorted(path.glob("*.json")) if q.name != "results.json" and _region_tests_file(q)]
     for sub in sorted(p for p in path.iterdir() if p.is_dir()):
         if is_run_folder(sub):
             found.append(sub)

@@ -23,6 +23,7 @@ SECTION_MODULES: list[str] = [
     "provex.reporting.sections.gallery",
     "provex.reporting.sections.ordering",
     "provex.reporting.sections.concepts",
+    "provex.reporting.sections.region_tests",
     "provex.reporting.sections.lpn",
     "provex.reporting.sections.benchmarks",
 ]
