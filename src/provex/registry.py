@@ -211,6 +211,17 @@ def _model_device(model: nn.Module, fallback: torch.device) -> torch.device:
     return fallback
 
 
+class _ScriptView(nn.Module):
+    """A TorchScript model behind a plain module: ScriptModules take no hooks, this one does."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        return self.model(*args, **kwargs)
+
+
 @contextmanager
 def _count_inputs(model: nn.Module) -> Iterator[list[int]]:
     """Count the inputs (first dimension of the first tensor argument) of every ``model`` call."""
@@ -310,6 +321,8 @@ def explain(
     dtype = model_dtype(model, default=x.dtype)
     if model.training:
         warnings.warn("model is in training mode; call model.eval() for reproducible explanations", stacklevel=2)
+    if isinstance(model, torch.jit.ScriptModule):
+        model = _ScriptView(model).train(model.training)
     with torch.inference_mode(False), torch.enable_grad(), _count_inputs(model) as calls:
         x = _prepare_x(x, dtype, dev)
         try:

@@ -20,7 +20,6 @@ import torch
 
 from provex import models
 from provex.cli.options import (
-    Inputs,
     add_image_arguments,
     add_model_arguments,
     check_device,
@@ -30,6 +29,7 @@ from provex.cli.options import (
     load_cli_model,
     load_inputs,
     load_reference,
+    load_samples,
     normalization_arg,
     output_files,
     parse_options,
@@ -37,8 +37,6 @@ from provex.cli.options import (
 )
 from provex.explanation import Explanation
 from provex.registry import explain, get_method, methods
-
-DEFAULT_INDICES = list(range(8))
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -86,29 +84,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     m = sub.add_parser("methods", help="list the explanation methods and their options")
     m.add_argument("-v", "--verbose", action="store_true", help="show options and defaults")
     m.set_defaults(func=run_methods)
-
-
-def _samples(args: argparse.Namespace, normalization: dict | None) -> tuple[Inputs, list[int]]:
-    """The zoo model's shipped samples as :class:`Inputs`."""
-    from provex.data.images import normalize
-    from provex.data.samples import samples
-
-    if args.model not in models._ZOO:
-        raise ValueError(f"--input is required for --model {args.model!r} (only zoo models ship sample images)")
-    sample_set = models.entry(args.model).samples
-    if sample_set is None:
-        raise ValueError(f"model {args.model!r} has no shipped samples; pass --input FILE")
-    if args.resize:
-        raise ValueError("--resize applies to --input files, not to the shipped samples")
-    xs, _ = samples(sample_set)
-    idx = list(range(xs.shape[0])) if args.all else (args.index or DEFAULT_INDICES)
-    bad = [i for i in idx if not 0 <= i < xs.shape[0]]
-    if bad:
-        raise ValueError(f"--index out of range 0..{xs.shape[0] - 1}: {bad}")
-    pixels = xs[idx]
-    x = pixels if normalization is None else normalize(pixels, normalization["mean"], normalization["std"])
-    names = [f"sample {i}" for i in idx]
-    return Inputs(x, pixels, names, f"{sample_set}-samples", normalization=normalization), idx
 
 
 def _target(text: str | None, labels: list[str] | None, n_classes: int) -> int | None:
@@ -184,7 +159,7 @@ def run_explain(args: argparse.Namespace) -> int:
     if args.input:
         inputs, idx = load_inputs(args.input, channels, args.resize, normalization), None
     else:
-        inputs, idx = _samples(args, normalization)
+        inputs, idx = load_samples(args.model, args.index, args.all, args.resize, normalization)
     n_classes = check_model_input(model, inputs.x, device)
     if labels is not None and len(labels) != n_classes:
         raise ValueError(f"--labels: {args.labels} names {len(labels)} classes; the model has {n_classes}")

@@ -455,6 +455,37 @@ def load_inputs(
     return Inputs(x, pixels, names, _safe(stem), list(files), notes, normalization)
 
 
+def load_samples(
+    model: str,
+    index: Sequence[int] | None,
+    every: bool,
+    resize: Sequence[int] | None,
+    normalization: dict[str, list[float]] | None,
+    default: Sequence[int] = tuple(range(8)),
+) -> tuple[Inputs, list[int]]:
+    """The zoo model's shipped samples (``--index`` / ``--all``; default the first 8) as :class:`Inputs`."""
+    from provex import models
+    from provex.data.images import normalize
+    from provex.data.samples import samples
+
+    if model not in models.available():
+        raise ValueError(f"--input is required for --model {model!r} (only zoo models ship sample images)")
+    sample_set = models.entry(model).samples
+    if sample_set is None:
+        raise ValueError(f"model {model!r} has no shipped samples; pass --input FILE")
+    if resize:
+        raise ValueError("--resize applies to --input files, not to the shipped samples")
+    xs, _ = samples(sample_set)
+    idx = list(range(xs.shape[0])) if every else list(index or [i for i in default if i < xs.shape[0]])
+    bad = [i for i in idx if not 0 <= i < xs.shape[0]]
+    if bad:
+        raise ValueError(f"--index out of range 0..{xs.shape[0] - 1}: {bad}")
+    pixels = xs[idx]
+    x = pixels if normalization is None else normalize(pixels, normalization["mean"], normalization["std"])
+    names = [f"sample {i}" for i in idx]
+    return Inputs(x, pixels, names, f"{sample_set}-samples", normalization=normalization), idx
+
+
 def load_input(path: str | os.PathLike) -> torch.Tensor:
     """Images (N, C, H, W) from a ``.pt`` / ``.npy`` tensor (integers 0..255 rescaled to [0, 1])."""
     return _as_images(load_tensor_file(path), [])

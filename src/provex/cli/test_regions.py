@@ -17,7 +17,21 @@ from typing import Any
 import numpy as np
 import torch
 
-from provex.cli.options import load_input, parse_options
+from provex.cli.options import (
+    add_image_arguments,
+    add_model_arguments,
+    check_device,
+    check_model_input,
+    check_out_folder,
+    expected_input,
+    load_cli_model,
+    load_inputs,
+    load_reference,
+    load_samples,
+    normalization_arg,
+    output_files,
+    parse_options,
+)
 
 __all__ = ["register", "run"]
 
@@ -29,15 +43,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument(
-        "--model", default="mnist-cnn", help="zoo name, torchvision:NAME, TorchScript/.pt2 file or FILE.py:FACTORY"
-    )
-    p.add_argument("--weights", default=None, help="state dict for torchvision:NAME or FILE.py:FACTORY models")
+    add_model_arguments(p)
     sel = p.add_mutually_exclusive_group()
     sel.add_argument("--index", type=int, nargs="+", help="indices into the model's shipped samples (default 0-7)")
     sel.add_argument("--all", action="store_true", help="all shipped samples")
-    sel.add_argument("--input", help="images: a .pt/.npy tensor (N, C, H, W), an image file, a folder or a glob")
-    p.add_argument("--resize", type=int, nargs="+", default=None, metavar="N", help="resize input images to N or H W")
+    sel.add_argument(
+        "--input",
+        nargs="+",
+        metavar="PATH",
+        help="image files, folders, globs, or one .pt / .npy tensor (N, C, H, W) (as for provex explain)",
+    )
+    add_image_arguments(p)
     p.add_argument("--method", default=None, help="map method (see `provex methods`); default rc-rde unless --masks")
     p.add_argument("-O", "--option", action="append", metavar="KEY=VALUE", help="map method option, repeatable")
     p.add_argument("--masks", default=None, help="your regions: a .pt/.npy bool tensor (R, H, W) or (N, R, H, W)")
@@ -64,38 +80,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--K", type=int, default=None, help="XRT null statistics (default: enough for the control, >= 99)")
     p.add_argument("--M", type=int, default=1, help="XRT draws per statistic (default 1)")
     p.add_argument("--tau-max", type=int, default=200, help="betting: most pairs per region (default 200)")
-    p.add_argument("--reference", default=None, help="a saved provex Reference (.safetensors) or images to fit one on")
+    p.add_argument(
+        "--reference",
+        default=None,
+        help="a saved Reference (.safetensors), a tensor file or images to fit one on",
+    )
     p.add_argument("--target", type=int, default=None, help="class to test (default: the predicted class)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=256, help="model inputs per forward pass")
     p.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     p.add_argument("--out", default="provex-out", help="output folder (default provex-out)")
+    p.add_argument("--overwrite", action="store_true", help="replace the outputs of an earlier run with the same names")
     p.set_defaults(func=run)
-
-
-def _load_images(args: argparse.Namespace, model_spec: str) -> tuple[torch.Tensor, list[Any]]:
-    from provex import models
-    from provex.data.images import load_images
-    from provex.data.samples import samples
-
-    if args.input:
-        path = Path(args.input)
-        if path.suffix in (".pt", ".pth", ".npy"):
-            x = load_input(path)
-            return x, list(range(x.shape[0]))
-        resize = None if args.resize is None else (args.resize[0] if len(args.resize) == 1 else tuple(args.resize[:2]))
-        x, paths = load_images(args.input, resize=resize, name="--input")
-        return x, [str(q) for q in paths]
-    sample_set = models.entry(model_spec).samples if model_spec in models.available() else None
-    if sample_set is None:
-        raise ValueError(f"--input: model {model_spec!r} has no shipped samples; pass --input IMAGES")
-    xs, _ = samples(sample_set)
-    idx = list(range(xs.shape[0])) if args.all else (args.index or list(range(min(8, xs.shape[0]))))
-    bad = [i for i in idx if not 0 <= i < xs.shape[0]]
-    if bad:
-        raise ValueError(f"--index out of range 0..{xs.shape[0] - 1}: {bad}")
-    return xs[idx], idx
 
 
 def _load_masks(path: str) -> torch.Tensor:
@@ -111,17 +108,6 @@ def _load_masks(path: str) -> torch.Tensor:
     if not isinstance(t, torch.Tensor):
         raise ValueError(f"--masks: {p} does not hold a tensor")
     return t
-
-
-def _reference(spec: str | None, x: torch.Tensor) -> Any:
-    from provex.reference import Reference
-
-    if spec is None:
-        return None
-    path = Path(spec)
-    if path.suffix == ".safetensors":
-        return Reference.load(path, "--reference")
-    return Reference.fit(spec, channels=x.shape[1], resize=tuple(x.shape[-2:]), name="--reference")
 
 
 def _check(args: argparse.Namespace) -> None:
@@ -141,23 +127,39 @@ def _check(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from provex import models
-    from provex.models.spec import load_model
     from provex.registry import explain
     from provex.stats.region_tests import test_regions
 
     _check(args)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    if args.model in models.available() and models.entry(args.model).task != "classifier":
-        raise ValueError(f"--model {args.model!r} is a {models.entry(args.model).task}, not a classifier")
+    device = check_device(args.device)
+    out = check_out_folder(args.out)
     method = args.method or (None if args.masks else "rc-rde")
     options = parse_options(args.option)
+    normalization = normalization_arg(args.normalize, args.mean, args.std)
     masks = _load_masks(args.masks) if args.masks else None
-    model = load_model(args.model, weights=args.weights, device=args.device, name="--model")
-    x, ids = _load_images(args, args.model)
-    if args.device is not None:
-        x = x.to(args.device)
-    reference = _reference(args.reference, x)
+    name = Path(args.model).stem if ("/" in args.model or "." in args.model) else args.model.replace(":", "-")
+    stem = f"{name}-{method or 'masks'}-{args.test}"
+    outputs = [f"{stem}.safetensors", f"{stem}.json", f"{stem}.png"] + ([f"{stem}-map.pt"] if method else [])
+    paths = output_files(out, outputs, args.overwrite)
+    model = load_cli_model(args.model, args.weights, device)
+    if args.model in models.available() and models.entry(args.model).task != "classifier":
+        raise ValueError(f"--model {args.model!r} is a {models.entry(args.model).task}, not a classifier")
+    channels, _ = expected_input(model)
+    if args.input:
+        inputs = load_inputs(args.input, channels, args.resize, normalization)
+        ids: list[Any] = inputs.names
+    else:
+        inputs, ids = load_samples(args.model, args.index, args.all, args.resize, normalization)
+    x = inputs.x
+    check_model_input(model, x, device)
+    if device is not None:
+        x = x.to(device)
+    reference = None
+    if args.reference is not None:
+        reference = load_reference(args.reference, channels, args.resize, normalization)
+        reference.check(x, "--reference")
     start = time.perf_counter()
     exp = None
     if method is not None:
@@ -196,16 +198,13 @@ def run(args: argparse.Namespace) -> int:
     seconds = time.perf_counter() - start
     result.settings["inputs"] = ids
     result.settings["model"] = args.model
-    out = Path(args.out)
-    name = Path(args.model).stem if ("/" in args.model or "." in args.model) else args.model.replace(":", "-")
-    stem = f"{name}-{method or 'masks'}-{args.test}"
-    files = [result.save(out / f"{stem}.safetensors")]
+    files = [result.save(paths[0])]
     from provex.io import write_json
 
-    files.append(write_json(out / f"{stem}.json", result.to_dict()))
-    files.append(result.plot(out / f"{stem}.png"))
+    files.append(write_json(paths[1], result.to_dict()))
+    files.append(result.plot(paths[2]))
     if exp is not None:
-        files.append(exp.save(out / f"{stem}-map.pt"))
+        files.append(exp.save(paths[3]))
     sym = "p" if result.p_values is not None else "e"
     print(f"{args.test} on {len(ids)} image(s), {int(result.valid.sum())} regions, {result.control}")
     print(f"{'image':>6} {'target':>6} {'region':>6} {'area':>5} {sym + '-value':>10} {'signif.':>7} {'calls':>6}")
