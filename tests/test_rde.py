@@ -466,10 +466,10 @@ def test_cli_mr_rde_png_shows_each_rate_beside_the_mean(tmp_path) -> None:
     out = tmp_path / "out"
     argv = ["explain", "--method", "mr-rde", "--index", "0", "1", "-O", "max_iter=2", "-O", "progress=False"]
     assert main([*argv, "--out", str(out)]) == 0
-    exp = provex.Explanation.load(out / "mnist-cnn-mr-rde.pt")
+    exp = provex.Explanation.load(out / "mnist-samples-mr-rde.pt")  # named after the input and the method
     assert list(exp.maps) == [f"k={k}" for k in range(50, 401, 50)]
-    h, w = matplotlib.image.imread(out / "mnist-cnn-mr-rde.png").shape[:2]
-    assert w > 3.5 * h  # 2 rows x 9 columns (mean + 8 rates)
+    h, w = matplotlib.image.imread(out / "mnist-samples-mr-rde.png").shape[:2]
+    assert w > 3.5 * h  # 2 rows x 10 columns (image, mean, 8 rates)
 
 
 # ----- bad input -----
