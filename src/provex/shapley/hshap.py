@@ -50,6 +50,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from provex.cells import cell_edges
 from provex.checks import (
     check_bool,
     check_choice,
@@ -66,14 +67,6 @@ __all__ = ["HShap", "cell_edges", "cycle_shifts"]
 
 _QUADRANTS = 4
 _FULL = (1 << _QUADRANTS) - 1
-
-
-def cell_edges(size: int, min_size: int) -> torch.Tensor:
-    """Pixel edges of the cells along one side: ``[0, s, 2s, ..., size]`` (the last cell absorbs the rest)."""
-    n = size // min_size
-    edges = torch.arange(n + 1) * min_size
-    edges[-1] = size
-    return edges
 
 
 def cycle_shifts(radii: Sequence[int], angles: Sequence[float]) -> list[tuple[int, int]]:

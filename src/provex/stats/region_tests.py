@@ -71,7 +71,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from provex.checks import check_images, resolve_target
-from provex.explanation import Explanation
+from provex.explanation_data import ExplanationData
 from provex.reference import Reference, resolve_reference
 from provex.seeding import derive, generator, image_seeds
 from provex.stats._engine import check_alpha, run_sequential_test
@@ -123,9 +123,9 @@ def _fdr_scope(fdr: object) -> str:
     raise ValueError(f"fdr must be True / 'image', 'dataset' or False / 'none', got {fdr!r}")
 
 
-def _auto_regions(explanation: Explanation | torch.Tensor | None) -> tuple[str, dict[str, Any]]:
+def _auto_regions(explanation: ExplanationData | torch.Tensor | None) -> tuple[str, dict[str, Any]]:
     """The region kind that suits a map: components of RDE masks, h-Shap's cells, else top-k blocks."""
-    if not isinstance(explanation, Explanation):
+    if not isinstance(explanation, ExplanationData):
         return "top-k", {}
     method = explanation.method.split("+")[0]
     if method in RDE_METHODS:
@@ -527,7 +527,7 @@ def _control(
 def test_regions(
     model: nn.Module,
     x: torch.Tensor,
-    explanation: Explanation | torch.Tensor | None = None,
+    explanation: ExplanationData | torch.Tensor | None = None,
     *,
     reference: Reference | str | os.PathLike | None = None,
     regions: str | torch.Tensor = "auto",
@@ -560,7 +560,7 @@ def test_regions(
     Args:
         model: classifier mapping (N, C, H, W) to (N, classes) logits.
         x: the images (N, C, H, W).
-        explanation: the map whose regions are tested (an :class:`Explanation` or an
+        explanation: the map whose regions are tested (an :class:`~provex.Explanation` or an
             (N, C, H, W) tensor); may be None when ``regions`` is a tensor of masks.
         reference: what a removed region is refilled from (:func:`provex.reference.resolve_reference`:
             given, else the model card, else each image's own statistics with a warning).
@@ -616,7 +616,7 @@ def test_regions(
     seeds = image_seeds(seed, n)
 
     # regions
-    relevance = explanation.relevance if isinstance(explanation, Explanation) else explanation
+    relevance = explanation.relevance if isinstance(explanation, ExplanationData) else explanation
     how: dict[str, Any]
     if isinstance(regions, torch.Tensor):
         masks, valid = as_region_masks(regions, n, height, width)
@@ -650,7 +650,7 @@ def test_regions(
             "min_size": min_size,
             "max_regions": max_regions,
         }
-    if target is None and isinstance(explanation, Explanation):
+    if target is None and isinstance(explanation, ExplanationData):
         target = explanation.target
 
     # fill
@@ -722,7 +722,7 @@ def test_regions(
         "kernel": kern.name if (test == "betting" and alternative == "two-sided") else None,
         "regions": how,
         "seed": seeds,
-        "explanation": explanation.method if isinstance(explanation, Explanation) else None,
+        "explanation": explanation.method if isinstance(explanation, ExplanationData) else None,
     }
     return RegionTestResult(
         masks=masks.cpu(),
