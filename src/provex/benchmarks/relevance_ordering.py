@@ -47,10 +47,10 @@ import torch
 from provex import models
 from provex.benchmarks.common import add_progress_argument, add_quick_argument, environment, print_table, write_json
 from provex.benchmarks.model_speed import forward_backward_seconds
-from provex.cli.options import parse_options
 from provex.data.samples import sample_indices, samples
 from provex.evaluate import OrderingCurve, plot_map_grid, plot_ordering_curves
 from provex.explanation import Explanation, atomic_path
+from provex.options import parse_options
 from provex.registry import methods
 from provex.runs import Run, load_run, run
 

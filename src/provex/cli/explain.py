@@ -93,7 +93,7 @@ def _samples(args: argparse.Namespace, normalization: dict | None) -> tuple[Inpu
     from provex.data.images import normalize
     from provex.data.samples import samples
 
-    if args.model not in models._ZOO:
+    if args.model not in models.registered():
         raise ValueError(f"--input is required for --model {args.model!r} (only zoo models ship sample images)")
     sample_set = models.entry(args.model).samples
     if sample_set is None:
@@ -172,7 +172,7 @@ def run_explain(args: argparse.Namespace) -> int:
 
     # 2. the model, then the images (read with the model's channel count)
     model = load_cli_model(args.model, args.weights, device)
-    if args.model in models._ZOO and models.entry(args.model).task != "classifier":
+    if args.model in models.registered() and models.entry(args.model).task != "classifier":
         task = models.entry(args.model).task
         classifiers = [n for n in models.available() if models.entry(n).task == "classifier"]
         raise ValueError(

@@ -27,8 +27,7 @@ from provex import models
 from provex.concepts.bottleneck import ConceptBottleneck, learn_cav
 from provex.concepts.encoders import ModelEncoder
 from provex.concepts.mnist import mnist_concept_sets
-from provex.stats import KDESampler, cskit, fdr_betting, skit, xskit
-from provex.stats._engine import BatchBettingResult
+from provex.stats import BatchBettingResult, KDESampler, cskit, fdr_betting, skit, xskit
 
 __all__ = ["ConceptData", "load_concept_sets", "prepare_mnist_concepts", "run_concept_tests"]
 

@@ -28,6 +28,7 @@ __all__ = [
     "entry",
     "load",
     "register_model",
+    "registered",
     "save_weights",
 ]
 
@@ -96,6 +97,11 @@ def entry(name: str) -> ZooEntry:
     if name not in _ZOO:
         raise ValueError(f"unknown model {name!r}; available models: {', '.join(sorted(_ZOO))}")
     return _ZOO[name]
+
+
+def registered() -> list[str]:
+    """Names of every model in the zoo, sorted (with or without weights installed)."""
+    return sorted(_ZOO)
 
 
 def available() -> list[str]:
