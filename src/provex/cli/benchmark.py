@@ -7,6 +7,7 @@ import importlib
 import inspect
 
 from provex.benchmarks import BENCHMARKS
+from provex.checks import choose
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -17,9 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.name not in BENCHMARKS:
-        raise ValueError(f"unknown benchmark {args.name!r}; available: {', '.join(sorted(BENCHMARKS))}")
-    main = importlib.import_module(BENCHMARKS[args.name]).main
+    main = importlib.import_module(choose("benchmark", args.name, BENCHMARKS)).main
     # a benchmark that drives the CLI (the README runner) is handed it: apps never import the CLI
     extra = {"cli": args.cli} if "cli" in inspect.signature(main).parameters else {}
     return int(main(args.rest, **extra) or 0)

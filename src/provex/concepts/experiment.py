@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from provex import models
+from provex.checks import unknown
 from provex.concepts.bottleneck import ConceptBottleneck, learn_cav
 from provex.concepts.encoders import ModelEncoder
 from provex.concepts.mnist import mnist_concept_sets
@@ -220,7 +221,7 @@ def run_concept_tests(
             kernel=parts[0].kernel,
         )
     else:
-        raise ValueError(f"unknown test {test!r}; choose skit, cskit or xskit")
+        raise unknown("test", test, ("skit", "cskit", "xskit"))
     return res, (fdr_betting(res) if fdr else None)
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from provex.checks import unknown
 from provex.data.crosses import crosses
 from provex.data.mnist import load_mnist
 from provex.explanation import atomic_path
@@ -41,8 +42,7 @@ GENERATED: dict[str, Callable[[], tuple[torch.Tensor, torch.Tensor]]] = {"crosse
 
 def _read(name: str) -> dict[str, np.ndarray]:
     if name not in _FILES:
-        names = ", ".join(sorted([*_FILES, *GENERATED]))
-        raise ValueError(f"unknown sample set {name!r}; available: {names}")
+        raise unknown("sample set", name, [*_FILES, *GENERATED])
     with np.load(ASSETS_DIR / _FILES[name], allow_pickle=False) as f:
         return {k: f[k] for k in f.files}
 

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from provex.checks import choose
 from provex.models.mnist_cnn import MnistCNN
 
 __all__ = [
@@ -94,9 +95,7 @@ def register_model(zoo_entry: ZooEntry) -> None:
 
 def entry(name: str) -> ZooEntry:
     """The zoo entry for ``name``; an unknown name lists the valid ones."""
-    if name not in _ZOO:
-        raise ValueError(f"unknown model {name!r}; available models: {', '.join(sorted(_ZOO))}")
-    return _ZOO[name]
+    return choose("model", name, _ZOO)
 
 
 def registered() -> list[str]:
