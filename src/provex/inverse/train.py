@@ -19,9 +19,9 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from provex.explanation import atomic_path
 from provex.inverse.losses import Stage, lpn_loss
 from provex.inverse.lpn import LPN
+from provex.io import atomic_write
 
 __all__ = ["Sampler", "TrainResult", "laplace_qmc_sampler", "laplace_sampler", "tensor_sampler", "train_lpn"]
 
@@ -242,12 +242,8 @@ def train_lpn(
             "seconds": result.seconds_before + time.perf_counter() - start,
             "ema": None if ema is None else {k: v.detach().cpu() for k, v in ema.items()},
         }
-        final, tmp = atomic_path(ckpt)
-        try:
+        with atomic_write(ckpt) as tmp:
             torch.save(blob, tmp)
-            tmp.replace(final)
-        finally:
-            tmp.unlink(missing_ok=True)
 
     bar = tqdm(total=total, initial=result.steps, desc="train lpn", disable=not progress)
     start = time.perf_counter()

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from provex.checks import choose
+from provex.io import atomic_write
 from provex.models.mnist_cnn import MnistCNN
 
 __all__ = [
@@ -109,17 +110,11 @@ def available() -> list[str]:
 
 
 def save_weights(model: nn.Module, card: ModelCard, path: str | Path) -> Path:
-    """Write ``{"state_dict", "card"}`` atomically (a temp file renamed into place)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    """Write ``{"state_dict", "card"}`` atomically (:func:`provex.io.atomic_write`)."""
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    try:
+    with atomic_write(path) as tmp:
         torch.save({"state_dict": state, "card": card.to_dict()}, tmp)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return Path(path)
 
 
 def load(name: str, device: str | torch.device | None = None, path: str | Path | None = None) -> nn.Module:
