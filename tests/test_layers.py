@@ -101,3 +101,11 @@ def test_no_private_module_of_another_package_is_imported():
 
 def test_no_import_circle_lazy_imports_included():
     assert S.cycles(GRAPH) == []
+
+
+BOTTOM = ("provex.io", "provex.checks", "provex.options", "provex.seeding", "provex.cells", "provex.explanation_data")
+
+
+def test_the_bottom_modules_import_only_each_other():
+    # the README's layer map: these sit under everything (validators, files, seeds, the result's data)
+    assert {m: sorted(GRAPH[m] - set(BOTTOM)) for m in BOTTOM} == {m: [] for m in BOTTOM}
