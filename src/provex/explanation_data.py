@@ -42,18 +42,7 @@ def _plain(value: Any) -> Any:
 
 @dataclass
 class ExplanationData:
-    """Relevance of each input component for the model's output on each image.
-
-    Attributes:
-        relevance: (N, C, H, W) tensor, larger means more relevant.
-        method: registry name of the method that produced it.
-        target: (N,) class explained for each image.
-        info: timings, options and solver diagnostics (objective per iteration, ...).
-        ordering: optional (N, C, H, W) rank of each component (0 = least relevant).
-        prediction: optional (N,) predicted class of each image.
-        maps: optional extra named (N, C, H, W) maps (e.g. one per rate); ``plot`` draws them
-            as extra columns beside ``relevance``.
-    """
+    """The fields of an explanation (documented on :class:`provex.Explanation`), their checks, save and load."""
 
     relevance: torch.Tensor
     method: str
