@@ -29,6 +29,17 @@ def test_atomic_write_keeps_old_file_on_error(tmp_path) -> None:
     assert not list(tmp_path.glob(".*.tmp"))
 
 
+def test_atomic_write_gives_files_the_mode_open_would(tmp_path) -> None:
+    """safetensors creates 0600 files; a saved result must be readable like any file the user writes."""
+    from safetensors.torch import save_file
+
+    (tmp_path / "plain").write_text("x")
+    expected = (tmp_path / "plain").stat().st_mode & 0o777
+    with atomic_write(tmp_path / "a.safetensors") as tmp:
+        save_file({"a": torch.zeros(2)}, str(tmp))
+    assert (tmp_path / "a.safetensors").stat().st_mode & 0o777 == expected
+
+
 def test_stale_temporaries_of_dead_processes_are_removed(tmp_path) -> None:
     proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     dead = int(proc.stdout)

@@ -43,6 +43,16 @@ def _fsync_dir(folder: Path) -> None:
             os.close(fd)
 
 
+def _file_mode() -> int:
+    """The mode ``open()`` gives a new file under this process's umask."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+_FILE_MODE = _file_mode()
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, *, fsync: bool = True) -> Iterator[Path]:
     """Context manager yielding a temporary path; on success it replaces ``path`` atomically.
@@ -55,6 +65,8 @@ def atomic_write(path: str | os.PathLike, *, fsync: bool = True) -> Iterator[Pat
     final, tmp = atomic_path(path)
     try:
         yield tmp
+        if tmp.exists():  # writers such as safetensors create 0600 files: give the usual mode
+            os.chmod(tmp, _FILE_MODE)
         if fsync and tmp.exists():
             with open(tmp, "rb+") as fh:
                 os.fsync(fh.fileno())
