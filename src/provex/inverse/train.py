@@ -168,61 +168,54 @@ def _check_training(
     return stages
 
 
-def _resume(
-    ckpt: Path,
-    lpn: LPN,
-    opt: torch.optim.Optimizer,
-    gen: torch.Generator,
-    result: TrainResult,
-    stages: Sequence[Stage],
-    ema_decay: float | None,
-    device: str | torch.device,
-) -> dict[str, torch.Tensor] | None:
-    """Load a checkpoint into the network, optimiser, generator and ``result``; returns the
-    saved parameter average (None without one). Refuses a checkpoint whose schedule differs
-    from ``stages`` on the steps already taken."""
-    state = torch.load(ckpt, map_location="cpu", weights_only=True)
-    lpn.load_state_dict(state["state_dict"])
-    opt.load_state_dict(state["optimizer"])
-    gen.set_state(state["generator"])
-    result.history = [tuple(h) for h in state["history"]]  # type: ignore[misc]
-    result.steps = result.resumed_from = int(state["step"])
-    result.seconds_before = float(state.get("seconds", 0.0))
-    ema = None
-    if ema_decay is not None and state.get("ema") is not None:
-        ema = {k: v.to(device) for k, v in state["ema"].items()}
-    saved = [Stage(**d) for d in state["stages"]]
-    if _prefix(saved, result.steps) != _prefix(stages, result.steps):
-        raise ValueError(
-            f"checkpoint {ckpt} (step {result.steps}) was written under a schedule that differs from this one "
-            "on the steps already taken; use another checkpoint file or resume=False"
-        )
-    return ema
+@dataclass
+class _Checkpoint:
+    """The training state a checkpoint file holds: network, optimiser, generator, history, schedule."""
 
+    path: Path
+    lpn: LPN
+    opt: torch.optim.Optimizer
+    gen: torch.Generator
+    result: TrainResult
+    stages: Sequence[Stage]
 
-def _save_checkpoint(
-    ckpt: Path,
-    lpn: LPN,
-    opt: torch.optim.Optimizer,
-    gen: torch.Generator,
-    result: TrainResult,
-    stages: Sequence[Stage],
-    seconds: float,
-    ema: dict[str, torch.Tensor] | None,
-) -> None:
-    """Write everything :func:`_resume` reads, atomically."""
-    blob: dict[str, Any] = {
-        "state_dict": {k: v.detach().cpu() for k, v in lpn.state_dict().items()},
-        "optimizer": opt.state_dict(),
-        "generator": gen.get_state(),
-        "history": [list(h) for h in result.history],
-        "step": result.steps,
-        "stages": [st.to_dict() for st in stages],
-        "seconds": seconds,
-        "ema": None if ema is None else {k: v.detach().cpu() for k, v in ema.items()},
-    }
-    with atomic_write(ckpt) as tmp:
-        torch.save(blob, tmp)
+    def resume(self, ema_decay: float | None, device: str | torch.device) -> dict[str, torch.Tensor] | None:
+        """Load the file into the network, optimiser, generator and result; returns the saved
+        parameter average (None without one). Refuses a file whose schedule differs from
+        ``stages`` on the steps already taken."""
+        state = torch.load(self.path, map_location="cpu", weights_only=True)
+        self.lpn.load_state_dict(state["state_dict"])
+        self.opt.load_state_dict(state["optimizer"])
+        self.gen.set_state(state["generator"])
+        result = self.result
+        result.history = [tuple(h) for h in state["history"]]  # type: ignore[misc]
+        result.steps = result.resumed_from = int(state["step"])
+        result.seconds_before = float(state.get("seconds", 0.0))
+        ema = None
+        if ema_decay is not None and state.get("ema") is not None:
+            ema = {k: v.to(device) for k, v in state["ema"].items()}
+        saved = [Stage(**d) for d in state["stages"]]
+        if _prefix(saved, result.steps) != _prefix(self.stages, result.steps):
+            raise ValueError(
+                f"checkpoint {self.path} (step {result.steps}) was written under a schedule that differs from this "
+                "one on the steps already taken; use another checkpoint file or resume=False"
+            )
+        return ema
+
+    def save(self, seconds: float, ema: dict[str, torch.Tensor] | None) -> None:
+        """Write everything :meth:`resume` reads, atomically."""
+        blob: dict[str, Any] = {
+            "state_dict": {k: v.detach().cpu() for k, v in self.lpn.state_dict().items()},
+            "optimizer": self.opt.state_dict(),
+            "generator": self.gen.get_state(),
+            "history": [list(h) for h in self.result.history],
+            "step": self.result.steps,
+            "stages": [st.to_dict() for st in self.stages],
+            "seconds": seconds,
+            "ema": None if ema is None else {k: v.detach().cpu() for k, v in ema.items()},
+        }
+        with atomic_write(self.path) as tmp:
+            torch.save(blob, tmp)
 
 
 def _draw(
@@ -300,15 +293,13 @@ def train_lpn(
     gen = torch.Generator().manual_seed(seed)
     result = TrainResult()
     ema: dict[str, torch.Tensor] | None = None
-    ckpt = Path(checkpoint) if checkpoint is not None else None
-    if ckpt is not None and resume and ckpt.is_file():
-        ema = _resume(ckpt, lpn, opt, gen, result, stages, ema_decay, device)
+    ckpt = None if checkpoint is None else _Checkpoint(Path(checkpoint), lpn, opt, gen, result, stages)
+    if ckpt is not None and resume and ckpt.path.is_file():
+        ema = ckpt.resume(ema_decay, device)
 
     def save() -> None:
         if ckpt is not None:
-            _save_checkpoint(
-                ckpt, lpn, opt, gen, result, stages, result.seconds_before + time.perf_counter() - start, ema
-            )
+            ckpt.save(result.seconds_before + time.perf_counter() - start, ema)
 
     bar = tqdm(total=total, initial=result.steps, desc="train lpn", disable=not progress)
     start = time.perf_counter()
