@@ -49,7 +49,7 @@ def test_explain_options_and_input(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["explain", "--method", "nope"], "available methods"),
+        (["explain", "--method", "nope"], "unknown method 'nope'; available: "),
         (["explain", "--model", "nope"], "'nope' is not a zoo model"),
         (["explain", "--model", "lpn-mnist"], "is a denoiser, not a classifier"),
         (["explain", "--index", "50"], "--index out of range"),

@@ -5,9 +5,9 @@ Conventions (the runner is ``provex.benchmarks.readme``; its docstring has the d
 * every fenced block is tagged ``python``, ``bash`` or ``text``;
 * ``python`` blocks share one namespace, in README order (a notebook), run in a scratch folder
   laid out like a clone: ``examples/`` is there and ``../shared/data`` holds the data;
-* ``bash`` blocks: every ``provex ...`` command runs (in-process) and must exit 0; ``python FILE.py``
-  runs as a subprocess; install commands and the test command itself are left to ``.ci/run``;
-  any other command fails the test;
+* ``bash`` blocks: every ``provex ...`` command runs (in-process, through :func:`provex.cli.main`)
+  and must exit 0; ``python FILE.py`` runs as a subprocess; install commands and the test
+  command itself are left to ``.ci/run``; any other command fails the test;
 * ``text`` blocks (output, listings) are not run and may hold no commands;
 * ``<!-- slow: COST -->`` before a block: over a minute; skipped here unless ``--runslow``
   (``provex benchmark readme`` runs and times every block);
@@ -36,7 +36,9 @@ RUN = [b for b in BLOCKS if b.lang != "text" and b.marker != "not-run"]
 
 @pytest.fixture(scope="module")
 def runner(tmp_path_factory: pytest.TempPathFactory) -> ReadmeRunner:
-    return ReadmeRunner(ROOT, tmp_path_factory.mktemp("readme"))
+    from provex.cli import main
+
+    return ReadmeRunner(ROOT, tmp_path_factory.mktemp("readme"), cli=main)
 
 
 @pytest.mark.parametrize(
@@ -104,12 +106,23 @@ def test_parser_and_command_rules(tmp_path: Path) -> None:
     problems = check_text_blocks(blocks)
     assert len(problems) == 2 and "holds a command" in problems[0] and "tag the block" in problems[1]
     assert classify(["ray", "start"]) == "unknown" and classify(["python", "-m", "pytest", "-q"]) == "suite"
-    run = ReadmeRunner(tmp_path, tmp_path / "scratch")
+    from provex.cli import main
+
+    run = ReadmeRunner(tmp_path, tmp_path / "scratch", cli=main)
     assert run.run(blocks[0]) == ["pip install -e ."]
     run.run(blocks[1])
     assert run.namespace["value"] == 42
     with pytest.raises(ValueError, match="not a command the README runner knows"):
         run.run(Block(1, "bash", "ray start --head"))
+    with pytest.raises(AssertionError, match="exit code 2"):
+        run.run(Block(1, "bash", "provex explain --method nope"))
+
+
+def test_without_the_cli_commands_run_as_subprocesses(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the runner never imports the CLI (layers: apps below the CLI); without it, `python -m provex`
+    monkeypatch.setenv("PYTHONPATH", str(Path(provex.__file__).parents[1]))
+    run = ReadmeRunner(tmp_path, tmp_path / "scratch")
+    assert run.run(Block(1, "bash", "provex --version")) == []
     with pytest.raises(AssertionError, match="exit code 2"):
         run.run(Block(1, "bash", "provex explain --method nope"))
 

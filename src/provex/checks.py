@@ -11,6 +11,11 @@ error message starts with the argument's name):
 * :func:`check_optional` ``(check, value, name, ...)``: ``None`` or whatever ``check`` accepts.
 * :func:`provex.seeding.check_seed` (re-exported here): ``None``, an int or one int per image.
 
+Factory tables (models, methods, benchmarks, sample sets, operators, losses, kernels, ...):
+:func:`choose` ``(kind, name, available)`` returns the entry named ``name``, and
+:func:`unknown` builds the one message every table uses for a name it lacks:
+``unknown KIND 'x'; available: a, b, c`` (prefixed by ``ARGUMENT: `` when given).
+
 Tensor checks: :func:`check_images` (an (N, C, H, W) floating, finite batch),
 :func:`check_finite`, :func:`check_relevance`, :func:`check_logits`, and
 :func:`resolve_target` (per-image target classes). The names are stable: other families
@@ -20,7 +25,7 @@ import them.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 import numpy as np
@@ -39,10 +44,40 @@ __all__ = [
     "check_optional",
     "check_relevance",
     "check_seed",
+    "choose",
     "resolve_target",
+    "unknown",
 ]
 
 T = TypeVar("T")
+
+
+# ----- factory tables -----
+
+
+def unknown(
+    kind: str, name: object, available: Iterable[Any], argument: str | None = None, also: str = ""
+) -> ValueError:
+    """The error for a name a table lacks: ``[ARGUMENT: ]unknown KIND 'x'; available: a, b[, or ALSO]``."""
+    names = ", ".join(sorted({str(k) for k in available}))
+    prefix = f"{argument}: " if argument else ""
+    return ValueError(f"{prefix}unknown {kind} {name!r}; available: {names}" + (f", or {also}" if also else ""))
+
+
+def choose(
+    kind: str, name: object, available: Mapping[str, T] | Iterable[str], argument: str | None = None, also: str = ""
+) -> T | str:
+    """The entry of ``available`` named ``name`` (a mapping's value; ``name`` itself for a list of names).
+
+    An unknown name raises :func:`unknown`'s one-line ``ValueError`` listing the valid names.
+    """
+    table = available if isinstance(available, Mapping) else {k: k for k in available}
+    try:
+        if name in table:
+            return table[name]  # type: ignore[index]
+    except TypeError:  # an unhashable name is no table entry
+        pass
+    raise unknown(kind, name, table, argument, also)
 
 
 # ----- option validators -----

@@ -5,43 +5,27 @@ class per image, the method's name, an ``info`` dict of timings and solver diagn
 for ordering methods, each component's rank, and optionally extra named maps of the same
 shape (e.g. MR-RDE's per-rate maps) that ``plot`` draws beside the main map. It saves to and loads from one ``.pt`` file
 (``torch.load(..., weights_only=True)`` safe) and plots itself to a PNG.
+
+The fields, checks, ``save`` and ``load`` live in :class:`provex.explanation_data.ExplanationData`
+(below the tests and the plots, which accept it); this module adds ``test`` and ``plot``,
+the two conveniences that call up into :mod:`provex.stats` and :mod:`provex.viz`.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from provex.explanation_data import ExplanationData
 from provex.io import atomic_path
 
 __all__ = ["Explanation", "atomic_path"]
 
-_FORMAT = "provex.explanation/1"
 
-
-def _plain(value: Any) -> Any:
-    """Convert ``info`` values to types that ``weights_only`` loading accepts."""
-    if isinstance(value, torch.Tensor):
-        return value.detach().cpu()
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, (bool, int, float, str)) or value is None:
-        return value
-    if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:  # numpy scalars
-        return value.item()
-    if hasattr(value, "tolist"):  # numpy arrays
-        return torch.as_tensor(value)
-    return str(value)
-
-
-@dataclass
-class Explanation:
+class Explanation(ExplanationData):
     """Relevance of each input component for the model's output on each image.
 
     Attributes:
@@ -54,126 +38,6 @@ class Explanation:
         maps: optional extra named (N, C, H, W) maps (e.g. one per rate); ``plot`` draws them
             as extra columns beside ``relevance``.
     """
-
-    relevance: torch.Tensor
-    method: str
-    target: torch.Tensor
-    info: dict[str, Any] = field(default_factory=dict)
-    ordering: torch.Tensor | None = None
-    prediction: torch.Tensor | None = None
-    maps: dict[str, torch.Tensor] | None = None
-
-    def __post_init__(self) -> None:
-        if self.relevance.ndim != 4:
-            raise ValueError(f"relevance must be (N, C, H, W), got shape {tuple(self.relevance.shape)}")
-        n = self.relevance.shape[0]
-        if self.target.shape != (n,):
-            raise ValueError(f"target must have shape ({n},), got {tuple(self.target.shape)}")
-        if self.ordering is not None and self.ordering.shape != self.relevance.shape:
-            raise ValueError("ordering must have the same shape as relevance")
-        if self.prediction is not None and self.prediction.shape != (n,):
-            raise ValueError(f"prediction must have shape ({n},), got {tuple(self.prediction.shape)}")
-        if self.maps is not None:
-            if not isinstance(self.maps, dict):
-                raise ValueError("maps must be a dict of name -> (N, C, H, W) tensor")
-            for key, value in self.maps.items():
-                if not isinstance(value, torch.Tensor) or value.shape != self.relevance.shape:
-                    raise ValueError(f"maps[{key!r}] must be a tensor of the relevance's shape")
-
-    def __len__(self) -> int:
-        return self.relevance.shape[0]
-
-    def __repr__(self) -> str:
-        return (
-            f"Explanation(method={self.method!r}, relevance={tuple(self.relevance.shape)}, "
-            f"target={self.target.tolist()}, info keys={sorted(self.info)}"
-            + (f", maps={list(self.maps)}" if self.maps else "")
-            + ")"
-        )
-
-    def to(self, device: str | torch.device) -> Explanation:
-        """A copy with its tensors on ``device``."""
-        move = lambda t: None if t is None else t.to(device)  # noqa: E731
-        return Explanation(
-            move(self.relevance),
-            self.method,
-            move(self.target),
-            dict(self.info),
-            move(self.ordering),
-            move(self.prediction),
-            None if self.maps is None else {k: v.to(device) for k, v in self.maps.items()},
-        )
-
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write the explanation to ``path`` (a ``.pt`` file) atomically."""
-        final, tmp = atomic_path(path)
-        blob = {
-            "format": _FORMAT,
-            "relevance": self.relevance.detach().cpu(),
-            "method": self.method,
-            "target": self.target.detach().cpu(),
-            "info": _plain(self.info),
-            "ordering": None if self.ordering is None else self.ordering.detach().cpu(),
-            "prediction": None if self.prediction is None else self.prediction.detach().cpu(),
-            "maps": None if self.maps is None else {str(k): v.detach().cpu() for k, v in self.maps.items()},
-        }
-        try:
-            torch.save(blob, tmp)
-            tmp.replace(final)
-        finally:
-            tmp.unlink(missing_ok=True)
-        return final
-
-    @classmethod
-    def load(cls, path: str | os.PathLike) -> Explanation:
-        """Read an explanation written by :meth:`save`; a damaged file is refused with a
-        one-line ``ValueError`` naming it (missing keys, wrong types or shapes, NaN or inf)."""
-        path = Path(path)
-        if not path.is_file():
-            raise ValueError(f"{path}: no such explanation file")
-        try:
-            blob = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:  # unpickling / zip errors of a damaged or foreign file
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise ValueError(f"{path} is not a provex explanation file ({first})") from None
-        if not isinstance(blob, dict) or blob.get("format") != _FORMAT:
-            raise ValueError(f"{path} is not a provex explanation file")
-        missing = sorted({"relevance", "method", "target", "info"} - set(blob))
-        if missing:
-            raise ValueError(f"{path}: the explanation file lacks {missing}")
-        tensors = {"relevance": blob["relevance"], "target": blob["target"]}
-        for key in ("ordering", "prediction"):
-            if blob.get(key) is not None:
-                tensors[key] = blob[key]
-        for key, value in tensors.items():
-            if not isinstance(value, torch.Tensor):
-                raise ValueError(f"{path}: {key} must be a tensor, got {type(value).__name__}")
-        if not blob["relevance"].is_floating_point():
-            raise ValueError(f"{path}: relevance must be floating, got {blob['relevance'].dtype}")
-        for key in ("target", "ordering", "prediction"):
-            if key in tensors and tensors[key].is_floating_point():
-                raise ValueError(f"{path}: {key} must hold integers, got {tensors[key].dtype}")
-        maps = blob.get("maps")
-        if maps is not None and not isinstance(maps, dict):
-            raise ValueError(f"{path}: maps must be a dict of tensors")
-        for name, t in {"relevance": blob["relevance"], **{f"maps[{k!r}]": v for k, v in (maps or {}).items()}}.items():
-            if isinstance(t, torch.Tensor) and t.is_floating_point() and not bool(torch.isfinite(t).all()):
-                bad = "NaN" if bool(torch.isnan(t).any()) else "inf"
-                raise ValueError(f"{path}: {name} contains {bad} values")
-        if not isinstance(blob["method"], str) or not isinstance(blob["info"], dict):
-            raise ValueError(f"{path}: method must be a string and info a dict")
-        try:
-            return cls(
-                relevance=blob["relevance"],
-                method=blob["method"],
-                target=blob["target"],
-                info=blob["info"],
-                ordering=blob.get("ordering"),
-                prediction=blob.get("prediction"),
-                maps=maps,
-            )
-        except ValueError as err:
-            raise ValueError(f"{path}: {err}") from None
 
     def test(self, model: Any, x: torch.Tensor, **options: Any) -> Any:
         """Test the regions this map highlights on images ``x``: :func:`provex.stats.test_regions`."""

@@ -47,7 +47,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from provex.checks import check_images, check_logits, resolve_target
+from provex.checks import check_images, check_logits, choose, resolve_target
 from provex.explanation import Explanation
 
 __all__ = [
@@ -189,9 +189,7 @@ def methods(details: bool = False) -> list[str] | list[MethodSpec]:
 def get_method(name: str) -> MethodSpec:
     """The spec registered under ``name``; an unknown name lists the valid ones."""
     _load_families()
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown method {name!r}; available methods: {', '.join(sorted(_REGISTRY))}")
-    return _REGISTRY[name]
+    return choose("method", name, _REGISTRY)
 
 
 # ----- the call -----

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from provex.explanation import atomic_path
+from provex.io import atomic_write
 
 __all__ = [
     "QUICK",
@@ -80,14 +80,10 @@ def environment() -> dict[str, Any]:
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> Path:
-    """Write ``obj`` as indented JSON, atomically."""
-    final, tmp = atomic_path(path)
-    try:
+    """Write ``obj`` as indented JSON, atomically (numbers of numpy / torch as floats)."""
+    with atomic_write(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, default=float))
-        tmp.replace(final)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return final
+    return Path(path)
 
 
 def print_table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> str:

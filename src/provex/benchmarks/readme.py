@@ -10,9 +10,12 @@ Conventions (stated at the top of the README too):
 * ``python`` blocks run in order in one shared namespace (as in a notebook), in a scratch
   folder laid out like a clone: ``examples/`` of the repository is there and ``../shared``
   points at the shared data, so relative paths in the README work as written.
-* ``bash`` blocks: each command runs (``provex ...`` and ``python -m provex ...`` in-process,
-  ``python FILE.py`` as a subprocess); ``A && B`` chains run their parts in turn; ``NAME=VALUE``
-  prefixes set the environment for that command; ``#`` starts a comment. Installing
+* ``bash`` blocks: each command runs: ``provex ...`` and ``python -m provex ...`` in-process
+  through the CLI's ``main``, which the caller hands in (``provex benchmark readme`` passes
+  itself, the test suite passes :func:`provex.cli.main`; this app never imports the CLI),
+  else as a ``python -m provex`` subprocess; ``python FILE.py`` as a subprocess. ``A && B``
+  chains run their parts in turn; ``NAME=VALUE`` prefixes set the environment for that
+  command; ``#`` starts a comment. Installing
   (``python3 -m venv``, ``. .venv/bin/activate``, ``pip install``) and the test command
   (``python -m pytest``) are not run here: ``.ci/run`` runs them from a fresh clone. Any other
   command is an error, so nothing in the README goes untested by accident.
@@ -37,7 +40,7 @@ import shlex
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -157,10 +160,17 @@ def _environ(env: dict[str, str]) -> Iterator[None]:
 
 
 class ReadmeRunner:
-    """Runs README blocks in a scratch folder laid out like a clone (``examples/``, ``../shared``)."""
+    """Runs README blocks in a scratch folder laid out like a clone (``examples/``, ``../shared``).
 
-    def __init__(self, root: str | os.PathLike, scratch: str | os.PathLike) -> None:
+    ``cli``: the CLI's ``main(argv) -> exit code``, to run ``provex`` commands in-process
+    (None: each runs as a ``python -m provex`` subprocess).
+    """
+
+    def __init__(
+        self, root: str | os.PathLike, scratch: str | os.PathLike, cli: Callable[[list[str]], int] | None = None
+    ) -> None:
         self.root = Path(root).resolve()
+        self.cli = cli
         base = Path(scratch).resolve()
         self.work = base / "work"
         self.work.mkdir(parents=True, exist_ok=True)
@@ -210,12 +220,16 @@ class ReadmeRunner:
                 proc = subprocess.run([sys.executable, *argv[1:]], cwd=self.work, check=False)
                 code = proc.returncode
             else:
-                from provex.cli import main as cli
-
-                try:
-                    code = cli(argv[1:] if argv[0] == "provex" else argv[3:])
-                except SystemExit as stop:  # --version, --help
-                    code = stop.code if isinstance(stop.code, int) else 0
+                args = argv[1:] if argv[0] == "provex" else argv[3:]
+                if self.cli is None:
+                    code = subprocess.run(
+                        [sys.executable, "-m", "provex", *args], cwd=self.work, check=False
+                    ).returncode
+                else:
+                    try:
+                        code = self.cli(args)
+                    except SystemExit as stop:  # --version, --help
+                        code = stop.code if isinstance(stop.code, int) else 0
         if code != 0:
             raise AssertionError(f"{where}: exit code {code}")
         return []
@@ -275,7 +289,8 @@ def _plot(rows: list[dict[str, Any]], path: Path) -> Path:
     return save_figure(fig, path)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, cli: Callable[[list[str]], int] | None = None) -> int:
+    """``provex benchmark readme``; ``cli`` is the CLI's ``main`` (see :class:`ReadmeRunner`)."""
     p = argparse.ArgumentParser(prog="provex benchmark readme", description=__doc__.split("\n\n")[0])
     add_quick_argument(p, "the blocks not marked slow")
     p.add_argument("--readme", default=None, help="the README to run (default: the repository's)")
@@ -292,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(a.out).resolve()
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="provex-readme-") as tmp:
-        runner = ReadmeRunner(readme.parent, a.scratch or tmp)
+        runner = ReadmeRunner(readme.parent, a.scratch or tmp, cli=cli)
         for b in blocks:
             row: dict[str, Any] = {"id": b.id, "line": b.line, "lang": b.lang, "marker": b.marker, "note": b.note}
             if b.lang == "text" or b.marker == "not-run" or (a.quick and b.marker == "slow"):

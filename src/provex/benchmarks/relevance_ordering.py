@@ -47,10 +47,11 @@ import torch
 from provex import models
 from provex.benchmarks.common import add_progress_argument, add_quick_argument, environment, print_table, write_json
 from provex.benchmarks.model_speed import forward_backward_seconds
-from provex.cli.options import parse_options
 from provex.data.samples import sample_indices, samples
 from provex.evaluate import OrderingCurve, plot_map_grid, plot_ordering_curves
-from provex.explanation import Explanation, atomic_path
+from provex.explanation import Explanation
+from provex.io import atomic_write
+from provex.options import parse_options
 from provex.registry import methods
 from provex.runs import Run, load_run, run
 
@@ -383,11 +384,7 @@ def main(argv: list[str] | None = None) -> int:
         *claim_check(curves),
     ]
     print("\n".join(lines))
-    final, tmp = atomic_path(out / "summary.txt")
-    try:
+    with atomic_write(out / "summary.txt") as tmp:
         tmp.write_text(table + "\n\n" + "\n".join(lines) + "\n")
-        tmp.replace(final)
-    finally:
-        tmp.unlink(missing_ok=True)
     print(f"wrote {out / 'results.json'}, {out / 'ordering.png'}, {out / 'maps.png'}, {out / 'summary.txt'}")
     return 0

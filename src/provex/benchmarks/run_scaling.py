@@ -40,8 +40,8 @@ import torch
 from provex import models
 from provex.benchmarks.common import add_quick_argument, environment, write_json
 from provex.benchmarks.model_speed import forward_backward_seconds
-from provex.cli.options import parse_options
 from provex.io import atomic_write
+from provex.options import parse_options
 from provex.runs import run
 from provex.runs.local import PROVEX_ROOT
 

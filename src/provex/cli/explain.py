@@ -147,7 +147,7 @@ def run_explain(args: argparse.Namespace) -> int:
 
     # 2. the model, then the images (read with the model's channel count)
     model = load_cli_model(args.model, args.weights, device)
-    if args.model in models._ZOO and models.entry(args.model).task != "classifier":
+    if args.model in models.registered() and models.entry(args.model).task != "classifier":
         task = models.entry(args.model).task
         classifiers = [n for n in models.available() if models.entry(n).task == "classifier"]
         raise ValueError(

@@ -36,7 +36,7 @@ def _trainer(name: str):
 
 def run_list(args: argparse.Namespace) -> int:
     shipped = set(models.available())
-    for name in sorted(models._ZOO):
+    for name in models.registered():
         e = models.entry(name)
         status = "shipped" if name in shipped else "weights missing"
         print(f"{name:14s} {e.task:10s} {status:16s} {e.description}")

@@ -20,7 +20,6 @@ Everything here turns a user's command-line value into a checked object or a one
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 import os
 import pickle
@@ -36,6 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from provex.options import parse_options  # re-exported: the CLI's option pairs
 from provex.reference import Reference
 
 __all__ = [
@@ -64,20 +64,6 @@ TENSOR_SUFFIXES = (".pt", ".pth", ".npy")
 def one_line(err: BaseException | str) -> str:
     """An error message on one line (newlines and runs of spaces collapsed)."""
     return " ".join(str(err).split())
-
-
-def parse_options(pairs: list[str] | None) -> dict[str, Any]:
-    """``["rate=100", "distortion=adf"]`` -> ``{"rate": 100, "distortion": "adf"}``."""
-    out: dict[str, Any] = {}
-    for pair in pairs or []:
-        if "=" not in pair:
-            raise ValueError(f"--option must look like key=value, got {pair!r}")
-        key, raw = pair.split("=", 1)
-        try:
-            out[key.strip().replace("-", "_")] = ast.literal_eval(raw)
-        except (ValueError, SyntaxError):
-            out[key.strip().replace("-", "_")] = raw
-    return out
 
 
 # ----- device and output folder -----
@@ -468,7 +454,7 @@ def load_samples(
     from provex.data.images import normalize
     from provex.data.samples import samples
 
-    if model not in models.available():
+    if model not in models.registered():
         raise ValueError(f"--input is required for --model {model!r} (only zoo models ship sample images)")
     sample_set = models.entry(model).samples
     if sample_set is None:

@@ -74,7 +74,7 @@ def _num_classes(model_name: str) -> int:
 
 def run(args: argparse.Namespace) -> int:
     from provex.concepts.experiment import prepare_mnist_concepts, run_concept_tests, summary_rows
-    from provex.stats._engine import check_alpha, check_budget
+    from provex.stats import check_alpha, check_budget
     from provex.stats.plots import plot_concept_tests
 
     check_device(args.device)

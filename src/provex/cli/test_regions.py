@@ -144,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
     outputs = [f"{stem}.safetensors", f"{stem}.json", f"{stem}.png"] + ([f"{stem}-map.pt"] if method else [])
     paths = output_files(out, outputs, args.overwrite)
     model = load_cli_model(args.model, args.weights, device)
-    if args.model in models.available() and models.entry(args.model).task != "classifier":
+    if args.model in models.registered() and models.entry(args.model).task != "classifier":
         raise ValueError(f"--model {args.model!r} is a {models.entry(args.model).task}, not a classifier")
     channels, _ = expected_input(model)
     if args.input:

@@ -24,11 +24,11 @@ import torch
 from torch import nn
 
 from provex import models
+from provex.checks import unknown
 from provex.concepts.bottleneck import ConceptBottleneck, learn_cav
 from provex.concepts.encoders import ModelEncoder
 from provex.concepts.mnist import mnist_concept_sets
-from provex.stats import KDESampler, cskit, fdr_betting, skit, xskit
-from provex.stats._engine import BatchBettingResult
+from provex.stats import BatchBettingResult, KDESampler, cskit, fdr_betting, skit, xskit
 
 __all__ = ["ConceptData", "load_concept_sets", "prepare_mnist_concepts", "run_concept_tests"]
 
@@ -221,7 +221,7 @@ def run_concept_tests(
             kernel=parts[0].kernel,
         )
     else:
-        raise ValueError(f"unknown test {test!r}; choose skit, cskit or xskit")
+        raise unknown("test", test, ("skit", "cskit", "xskit"))
     return res, (fdr_betting(res) if fdr else None)
 
 

@@ -18,9 +18,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from provex.checks import unknown
 from provex.data.crosses import crosses
 from provex.data.mnist import load_mnist
-from provex.explanation import atomic_path
+from provex.io import atomic_write
 
 __all__ = ["ASSETS_DIR", "GENERATED", "build_mnist_samples", "sample_indices", "samples"]
 
@@ -41,8 +42,7 @@ GENERATED: dict[str, Callable[[], tuple[torch.Tensor, torch.Tensor]]] = {"crosse
 
 def _read(name: str) -> dict[str, np.ndarray]:
     if name not in _FILES:
-        names = ", ".join(sorted([*_FILES, *GENERATED]))
-        raise ValueError(f"unknown sample set {name!r}; available: {names}")
+        raise unknown("sample set", name, [*_FILES, *GENERATED])
     with np.load(ASSETS_DIR / _FILES[name], allow_pickle=False) as f:
         return {k: f[k] for k in f.files}
 
@@ -69,11 +69,7 @@ def build_mnist_samples(root: str | os.PathLike | None = None, out: str | os.Pat
     x, y = load_mnist("test", root=root)
     idx = np.sort(np.concatenate([np.nonzero(y.numpy() == c)[0][:PER_CLASS] for c in range(10)]))
     images = np.rint(x[idx, 0].numpy() * 255.0).astype(np.uint8)
-    final, tmp = atomic_path(out or ASSETS_DIR / _FILES["mnist"])
-    try:
-        with open(tmp, "wb") as fh:
-            np.savez_compressed(fh, images=images, labels=y[idx].numpy().astype(np.uint8), indices=idx.astype(np.int32))
-        tmp.replace(final)
-    finally:
-        tmp.unlink(missing_ok=True)
+    final = Path(out or ASSETS_DIR / _FILES["mnist"])
+    with atomic_write(final) as tmp, open(tmp, "wb") as fh:
+        np.savez_compressed(fh, images=images, labels=y[idx].numpy().astype(np.uint8), indices=idx.astype(np.int32))
     return final

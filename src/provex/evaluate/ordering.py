@@ -180,6 +180,17 @@ def _reference_noise(ref: Reference) -> Callable[[int], NoiseFn]:
     return for_image
 
 
+def _noise_per_image(
+    noise: str | NoiseFn, reference: Reference | str | os.PathLike | None, model: nn.Module, x: torch.Tensor
+) -> tuple[Callable[[int], NoiseFn], dict[str, Any] | None]:
+    """Image index -> its noise function, and the reference's description (``noise="reference"``)."""
+    if noise == "reference":
+        ref = resolve_reference(reference, model, x)
+        return _reference_noise(ref), ref.describe()
+    fixed: NoiseFn = _uniform_noise if noise == "uniform" else noise  # type: ignore[assignment]
+    return (lambda _i: fixed), None
+
+
 def relevance_ordering(
     model: nn.Module,
     x: torch.Tensor,
@@ -244,14 +255,7 @@ def relevance_ordering(
     param = next(model.parameters(), None)
     device = param.device if param is not None else x.device
     x = x.to(device)
-    ref_desc = None
-    if noise == "reference":
-        ref = resolve_reference(reference, model, x)
-        ref_desc = ref.describe()
-        per_image_noise = _reference_noise(ref)
-    else:
-        fixed: NoiseFn = _uniform_noise if noise == "uniform" else noise  # type: ignore[assignment]
-        per_image_noise = lambda _i: fixed  # noqa: E731
+    per_image_noise, ref_desc = _noise_per_image(noise, reference, model, x)
     rel = relevance.detach().to(device=device, dtype=torch.float64)
     num, channels = x.shape[0], x.shape[1]
     if tie_channels:
@@ -272,59 +276,8 @@ def relevance_ordering(
     p0 = torch.softmax(logits0.double(), 1).gather(1, tgt[:, None])[:, 0]
     correct0 = (logits0.argmax(1) == tgt).double()
 
-    fast = _compiled(model) if compile else model
+    batches = _NoisyBatches(model, _compiled(model) if compile else model, batch_size, tgt, p0, n_steps)
     n_pairs = num * n_steps
-    sum_d = torch.zeros(n_pairs, dtype=torch.float64, device=device)
-    sum_d2 = torch.zeros_like(sum_d)
-    sum_ok = torch.zeros_like(sum_d)
-    pending: deque[torch.Tensor] = deque()
-    pending_ids: deque[torch.Tensor] = deque()
-    pending_rows = 0
-    padded_rows = 0
-
-    def run(batch: torch.Tensor, ids: torch.Tensor) -> None:
-        nonlocal fast, padded_rows
-        rows = batch.shape[0]
-        if fast is not model and rows < batch_size:  # one static shape for the compiled model
-            batch = torch.cat([batch, batch[:1].expand(batch_size - rows, *batch.shape[1:])])
-            padded_rows += batch_size - rows
-        try:
-            logits = fast(batch)
-        except Exception as err:  # compilation problems surface at the first call
-            if fast is model:
-                raise
-            warnings.warn(f"torch.compile failed ({type(err).__name__}: {err}); evaluating eagerly", stacklevel=3)
-            fast = model
-            logits = model(batch)
-        logits = logits[:rows]
-        image = torch.div(ids, n_steps, rounding_mode="floor")
-        t_img = tgt[image]
-        p = torch.softmax(logits.double(), 1).gather(1, t_img[:, None])[:, 0]
-        d = (p - p0[image]) ** 2
-        sum_d.index_add_(0, ids, d)
-        sum_d2.index_add_(0, ids, d * d)
-        sum_ok.index_add_(0, ids, (logits.argmax(1) == t_img).double())
-
-    def take(rows: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """The first ``rows`` pending rows (views of the queued pieces, one concatenation)."""
-        nonlocal pending_rows
-        parts, part_ids, need = [], [], rows
-        while need:
-            head, head_ids = pending[0], pending_ids[0]
-            if head.shape[0] <= need:
-                parts.append(head)
-                part_ids.append(head_ids)
-                pending.popleft()
-                pending_ids.popleft()
-                need -= head.shape[0]
-            else:
-                parts.append(head[:need])
-                part_ids.append(head_ids[:need])
-                pending[0], pending_ids[0] = head[need:], head_ids[need:]
-                need = 0
-        pending_rows -= rows
-        return torch.cat(parts), torch.cat(part_ids)
-
     bar = tqdm(total=n_pairs, desc="relevance ordering", unit="step", disable=not progress, leave=False)
     with torch.inference_mode():
         for i in range(num):
@@ -338,49 +291,27 @@ def relevance_ordering(
                 if draws.shape != (n_samples, *image.shape):
                     raise ValueError(f"noise returned shape {tuple(draws.shape)}, expected {(n_samples, *image.shape)}")
                 keep = (ranks >= thresholds[t]).expand(channels, *rel.shape[2:])
-                pending.append(torch.where(keep, image, draws.to(image.dtype)))
-                pending_ids.append(torch.full((n_samples,), pair, dtype=torch.long, device=device))
-                pending_rows += n_samples
-                while pending_rows >= batch_size:
-                    run(*take(batch_size))
+                batches.add(
+                    torch.where(keep, image, draws.to(image.dtype)),
+                    torch.full((n_samples,), pair, dtype=torch.long, device=device),
+                )
                 bar.update(1)
-        if pending_rows:
-            run(*take(pending_rows))
+        batches.flush()
     bar.close()
 
-    shape = (num, n_steps)
-    mean_d = (sum_d / n_samples).view(shape).cpu()
-    var_d = (sum_d2 / n_samples).view(shape).cpu() - mean_d**2
-    acc = (sum_ok / n_samples).view(shape).cpu()
-    per_d = torch.cat([torch.zeros(num, 1, dtype=torch.float64), mean_d], 1)
-    per_a = torch.cat([correct0.cpu()[:, None], acc], 1)
-    draw_var_d = torch.cat([torch.zeros(num, 1, dtype=torch.float64), var_d.clamp(min=0)], 1)
-    draw_var_a = per_a * (1 - per_a)
-    auc_d, auc_a = _area(per_d, fraction_kept), _area(per_a, fraction_kept)
-    if num > 1:
-        d_se, a_se = per_d.std(0) / math.sqrt(num), per_a.std(0) / math.sqrt(num)
-        auc_d_se, auc_a_se = float(auc_d.std() / math.sqrt(num)), float(auc_a.std() / math.sqrt(num))
-    else:  # one image: Monte Carlo error over the draws (steps use independent noise)
-        scale = 1.0 / max(n_samples - 1, 1)
-        d_se, a_se = (draw_var_d[0] * scale).sqrt(), (draw_var_a[0] * scale).sqrt()
-        w = torch.zeros_like(fraction_kept)
-        widths = (fraction_kept[:-1] - fraction_kept[1:]) * 0.5
-        w[:-1] += widths
-        w[1:] += widths
-        auc_d_se = float(((w**2) * d_se**2).sum().sqrt())
-        auc_a_se = float(((w**2) * a_se**2).sum().sqrt())
+    curves = _curves(batches, num, n_steps, n_samples, correct0, fraction_kept)
     return OrderingCurve(
         fraction_kept=fraction_kept,
-        distortion=per_d.mean(0),
-        distortion_se=d_se,
-        accuracy=per_a.mean(0),
-        accuracy_se=a_se,
-        per_image_distortion=per_d,
-        per_image_accuracy=per_a,
-        auc_distortion=float(auc_d.mean()),
-        auc_distortion_se=auc_d_se,
-        auc_accuracy=float(auc_a.mean()),
-        auc_accuracy_se=auc_a_se,
+        distortion=curves["per_d"].mean(0),
+        distortion_se=curves["d_se"],
+        accuracy=curves["per_a"].mean(0),
+        accuracy_se=curves["a_se"],
+        per_image_distortion=curves["per_d"],
+        per_image_accuracy=curves["per_a"],
+        auc_distortion=float(curves["auc_d"].mean()),
+        auc_distortion_se=curves["auc_d_se"],
+        auc_accuracy=float(curves["auc_a"].mean()),
+        auc_accuracy_se=curves["auc_a_se"],
         settings={
             "step": step,
             "n_samples": n_samples,
@@ -392,10 +323,133 @@ def relevance_ordering(
             "n_images": num,
             "tie_channels": tie_channels,
             "batch_size": batch_size,
-            "compiled": fast is not model,
-            "padded_rows": padded_rows,
+            "compiled": batches.fast is not model,
+            "padded_rows": batches.padded_rows,
             "target": tgt.tolist(),
         },
         forward_passes=num + n_pairs * n_samples,
         seconds=time.perf_counter() - start,
     )
+
+
+class _NoisyBatches:
+    """Streams noisy rows through the model in full batches of ``batch_size`` and sums, per
+    (image, step) pair, the squared change of the target's probability, its square and the
+    hits of the target class. Rows of several images, steps and draws share a batch."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        fast: nn.Module,
+        batch_size: int,
+        target: torch.Tensor,
+        p0: torch.Tensor,
+        n_steps: int,
+    ) -> None:
+        self.model, self.fast, self.batch_size = model, fast, batch_size
+        self.target, self.p0, self.n_steps = target, p0, n_steps
+        n_pairs = target.shape[0] * n_steps
+        self.sum_d = torch.zeros(n_pairs, dtype=torch.float64, device=p0.device)
+        self.sum_d2 = torch.zeros_like(self.sum_d)
+        self.sum_ok = torch.zeros_like(self.sum_d)
+        self.pending: deque[torch.Tensor] = deque()
+        self.pending_ids: deque[torch.Tensor] = deque()
+        self.pending_rows = 0
+        self.padded_rows = 0
+
+    def add(self, rows: torch.Tensor, ids: torch.Tensor) -> None:
+        """Queue ``rows`` (their pair ``ids``); run every full batch."""
+        self.pending.append(rows)
+        self.pending_ids.append(ids)
+        self.pending_rows += rows.shape[0]
+        while self.pending_rows >= self.batch_size:
+            self._run(*self._take(self.batch_size))
+
+    def flush(self) -> None:
+        """Run the last, partial batch."""
+        if self.pending_rows:
+            self._run(*self._take(self.pending_rows))
+
+    def _run(self, batch: torch.Tensor, ids: torch.Tensor) -> None:
+        rows = batch.shape[0]
+        if self.fast is not self.model and rows < self.batch_size:  # one static shape for the compiled model
+            batch = torch.cat([batch, batch[:1].expand(self.batch_size - rows, *batch.shape[1:])])
+            self.padded_rows += self.batch_size - rows
+        try:
+            logits = self.fast(batch)
+        except Exception as err:  # compilation problems surface at the first call
+            if self.fast is self.model:
+                raise
+            warnings.warn(f"torch.compile failed ({type(err).__name__}: {err}); evaluating eagerly", stacklevel=4)
+            self.fast = self.model
+            logits = self.model(batch)
+        logits = logits[:rows]
+        image = torch.div(ids, self.n_steps, rounding_mode="floor")
+        t_img = self.target[image]
+        p = torch.softmax(logits.double(), 1).gather(1, t_img[:, None])[:, 0]
+        d = (p - self.p0[image]) ** 2
+        self.sum_d.index_add_(0, ids, d)
+        self.sum_d2.index_add_(0, ids, d * d)
+        self.sum_ok.index_add_(0, ids, (logits.argmax(1) == t_img).double())
+
+    def _take(self, rows: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first ``rows`` pending rows (views of the queued pieces, one concatenation)."""
+        parts, part_ids, need = [], [], rows
+        while need:
+            head, head_ids = self.pending[0], self.pending_ids[0]
+            if head.shape[0] <= need:
+                parts.append(head)
+                part_ids.append(head_ids)
+                self.pending.popleft()
+                self.pending_ids.popleft()
+                need -= head.shape[0]
+            else:
+                parts.append(head[:need])
+                part_ids.append(head_ids[:need])
+                self.pending[0], self.pending_ids[0] = head[need:], head_ids[need:]
+                need = 0
+        self.pending_rows -= rows
+        return torch.cat(parts), torch.cat(part_ids)
+
+
+def _curves(
+    batches: _NoisyBatches,
+    num: int,
+    n_steps: int,
+    n_samples: int,
+    correct0: torch.Tensor,
+    fraction_kept: torch.Tensor,
+) -> dict[str, Any]:
+    """Per-image curves (step 0 first), their areas and standard errors: over the images, or
+    for one image the Monte Carlo error over the draws (steps use independent noise)."""
+    shape = (num, n_steps)
+    mean_d = (batches.sum_d / n_samples).view(shape).cpu()
+    var_d = (batches.sum_d2 / n_samples).view(shape).cpu() - mean_d**2
+    acc = (batches.sum_ok / n_samples).view(shape).cpu()
+    per_d = torch.cat([torch.zeros(num, 1, dtype=torch.float64), mean_d], 1)
+    per_a = torch.cat([correct0.cpu()[:, None], acc], 1)
+    draw_var_d = torch.cat([torch.zeros(num, 1, dtype=torch.float64), var_d.clamp(min=0)], 1)
+    draw_var_a = per_a * (1 - per_a)
+    auc_d, auc_a = _area(per_d, fraction_kept), _area(per_a, fraction_kept)
+    if num > 1:
+        d_se, a_se = per_d.std(0) / math.sqrt(num), per_a.std(0) / math.sqrt(num)
+        auc_d_se, auc_a_se = float(auc_d.std() / math.sqrt(num)), float(auc_a.std() / math.sqrt(num))
+    else:
+        scale = 1.0 / max(n_samples - 1, 1)
+        d_se, a_se = (draw_var_d[0] * scale).sqrt(), (draw_var_a[0] * scale).sqrt()
+        w = torch.zeros_like(fraction_kept)
+        widths = (fraction_kept[:-1] - fraction_kept[1:]) * 0.5
+        w[:-1] += widths
+        w[1:] += widths
+        auc_d_se = float(((w**2) * d_se**2).sum().sqrt())
+        auc_a_se = float(((w**2) * a_se**2).sum().sqrt())
+    return {
+        "per_d": per_d,
+        "per_a": per_a,
+        "d_se": d_se,
+        "a_se": a_se,
+        "auc_d": auc_d,
+        "auc_a": auc_a,
+        "auc_d_se": auc_d_se,
+        "auc_a_se": auc_a_se,
+    }

@@ -15,6 +15,8 @@ import math
 
 import torch
 
+from provex.checks import unknown
+
 __all__ = ["STEP_RULES", "resolve_step", "step_size"]
 
 STEP_RULES: dict[str, str] = {
@@ -43,4 +45,4 @@ def step_size(rule: str, t: int, factor: torch.Tensor | None = None) -> float | 
         if factor is None:
             raise ValueError("the monotone rule needs each problem's factor")
         return torch.exp2(-factor.to(torch.float64)) / math.sqrt(t + 1.0)
-    raise ValueError(f"unknown step rule {rule!r}")
+    raise unknown("step rule", rule, STEP_RULES.values())

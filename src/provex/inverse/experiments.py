@@ -20,6 +20,7 @@ import torch
 from scipy.stats import spearmanr
 from tqdm.auto import tqdm
 
+from provex.checks import unknown
 from provex.inverse.metrics import psnr, ssim
 from provex.inverse.operators import GaussianBlur, LinearOperator
 from provex.inverse.pnp import pnp_admm, pnp_pgd
@@ -47,7 +48,7 @@ def perturb(x: torch.Tensor, kind: str, level: float, generator: torch.Generator
             return x.clone()
         radius = min(math.ceil(3 * level), (min(x.shape[-2:]) - 1) // 2)
         return GaussianBlur(tuple(x.shape[1:]), sigma=level, radius=radius)(x)
-    raise ValueError(f"unknown perturbation {kind!r}; choose from {', '.join(PERTURBATIONS)}")
+    raise unknown("perturbation", kind, PERTURBATIONS)
 
 
 def prior_curves(

@@ -20,6 +20,8 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from provex.checks import unknown
+
 __all__ = [
     "LOSSES",
     "Stage",
@@ -63,7 +65,7 @@ def lpn_loss(name: str, out: torch.Tensor, target: torch.Tensor, gamma: float | 
         if gamma is None:
             raise ValueError("the proximal_matching loss needs gamma")
         return proximal_matching_loss(out, target, gamma)
-    raise ValueError(f"unknown loss {name!r}; choose from {', '.join(LOSSES)}")
+    raise unknown("loss", name, LOSSES)
 
 
 @dataclass(frozen=True)
@@ -84,7 +86,7 @@ class Stage:
         if int(self.steps) != self.steps or self.steps <= 0:
             raise ValueError(f"stage steps must be a positive integer, got {self.steps}")
         if self.loss not in LOSSES:
-            raise ValueError(f"unknown loss {self.loss!r}; choose from {', '.join(LOSSES)}")
+            raise unknown("loss", self.loss, LOSSES)
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ValueError(f"stage lr must be positive, got {self.lr}")
         if self.loss == "proximal_matching" and not (self.gamma is not None and self.gamma > 0):

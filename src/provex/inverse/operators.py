@@ -25,6 +25,8 @@ from collections.abc import Sequence
 
 import torch
 
+from provex.checks import choose
+
 __all__ = [
     "OPERATORS",
     "CompressedSensing",
@@ -290,6 +292,4 @@ OPERATORS = {"denoise": Denoising, "blur": GaussianBlur, "inpaint": RandomInpain
 
 def make_operator(name: str, shape: Sequence[int] = (1, 28, 28), **kwargs: float) -> LinearOperator:
     """Build an operator by name ("denoise", "blur", "inpaint", "cs") with its keyword settings."""
-    if name not in OPERATORS:
-        raise ValueError(f"unknown operator {name!r}; choose from {', '.join(OPERATORS)}")
-    return OPERATORS[name](shape, **kwargs)  # type: ignore[arg-type]
+    return choose("operator", name, OPERATORS)(shape, **kwargs)  # type: ignore[arg-type]

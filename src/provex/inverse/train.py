@@ -19,9 +19,9 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from provex.explanation import atomic_path
 from provex.inverse.losses import Stage, lpn_loss
 from provex.inverse.lpn import LPN
+from provex.io import atomic_write
 
 __all__ = ["Sampler", "TrainResult", "laplace_qmc_sampler", "laplace_sampler", "tensor_sampler", "train_lpn"]
 
@@ -148,6 +148,100 @@ def _grid_forward(
     return forward
 
 
+def _check_training(
+    lpn: LPN, sigma: float, stages: Sequence[Stage], batch_size: int, ema_decay: float | None, ema_start: int
+) -> list[Stage]:
+    """The arguments of :func:`train_lpn` checked (one-line errors naming them); the stages as a list."""
+    if not isinstance(lpn, LPN):
+        raise ValueError(f"lpn must be a provex.inverse.LPN, got {type(lpn).__name__}")
+    if not (sigma > 0 and math.isfinite(sigma)):
+        raise ValueError(f"sigma must be positive, got {sigma}")
+    stages = list(stages)
+    if not stages or not all(isinstance(s, Stage) for s in stages):
+        raise ValueError("stages must be a non-empty sequence of provex.inverse.Stage")
+    if batch_size <= 0:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    if ema_decay is not None and not (0.0 <= ema_decay < 1.0):
+        raise ValueError(f"ema_decay must be in [0, 1), got {ema_decay}")
+    if ema_start < 0:
+        raise ValueError(f"ema_start must be >= 0, got {ema_start}")
+    return stages
+
+
+@dataclass
+class _Checkpoint:
+    """The training state a checkpoint file holds: network, optimiser, generator, history, schedule."""
+
+    path: Path
+    lpn: LPN
+    opt: torch.optim.Optimizer
+    gen: torch.Generator
+    result: TrainResult
+    stages: Sequence[Stage]
+
+    def resume(self, ema_decay: float | None, device: str | torch.device) -> dict[str, torch.Tensor] | None:
+        """Load the file into the network, optimiser, generator and result; returns the saved
+        parameter average (None without one). Refuses a file whose schedule differs from
+        ``stages`` on the steps already taken."""
+        state = torch.load(self.path, map_location="cpu", weights_only=True)
+        self.lpn.load_state_dict(state["state_dict"])
+        self.opt.load_state_dict(state["optimizer"])
+        self.gen.set_state(state["generator"])
+        result = self.result
+        result.history = [tuple(h) for h in state["history"]]  # type: ignore[misc]
+        result.steps = result.resumed_from = int(state["step"])
+        result.seconds_before = float(state.get("seconds", 0.0))
+        ema = None
+        if ema_decay is not None and state.get("ema") is not None:
+            ema = {k: v.to(device) for k, v in state["ema"].items()}
+        saved = [Stage(**d) for d in state["stages"]]
+        if _prefix(saved, result.steps) != _prefix(self.stages, result.steps):
+            raise ValueError(
+                f"checkpoint {self.path} (step {result.steps}) was written under a schedule that differs from this "
+                "one on the steps already taken; use another checkpoint file or resume=False"
+            )
+        return ema
+
+    def save(self, seconds: float, ema: dict[str, torch.Tensor] | None) -> None:
+        """Write everything :meth:`resume` reads, atomically."""
+        blob: dict[str, Any] = {
+            "state_dict": {k: v.detach().cpu() for k, v in self.lpn.state_dict().items()},
+            "optimizer": self.opt.state_dict(),
+            "generator": self.gen.get_state(),
+            "history": [list(h) for h in self.result.history],
+            "step": self.result.steps,
+            "stages": [st.to_dict() for st in self.stages],
+            "seconds": seconds,
+            "ema": None if ema is None else {k: v.detach().cpu() for k, v in ema.items()},
+        }
+        with atomic_write(self.path) as tmp:
+            torch.save(blob, tmp)
+
+
+def _draw(
+    sampler: Sampler, n: int, gen: torch.Generator, device: str | torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` clean samples and their unit noise: the sampler's own pair, or Gaussian noise drawn after them."""
+    drawn = sampler(n, gen)
+    if isinstance(drawn, tuple):
+        x, noise = drawn[0].to(device), drawn[1].to(device)
+        if noise.shape != x.shape:
+            raise ValueError(f"the sampler's noise has shape {tuple(noise.shape)}, its samples {tuple(x.shape)}")
+        return x, noise
+    x = drawn.to(device)
+    return x, torch.randn(x.shape, generator=gen).to(device)
+
+
+@torch.no_grad()
+def _update_average(ema: dict[str, torch.Tensor] | None, lpn: LPN, decay: float) -> dict[str, torch.Tensor]:
+    """avg <- decay * avg + (1 - decay) * theta (started at theta)."""
+    if ema is None:
+        return {k: v.detach().clone() for k, v in lpn.state_dict().items()}
+    for name, v in lpn.state_dict().items():
+        ema[name].mul_(decay).add_(v.detach(), alpha=1.0 - decay)
+    return ema
+
+
 def train_lpn(
     lpn: LPN,
     sampler: Sampler,
@@ -190,19 +284,7 @@ def train_lpn(
     the samples carry gradient. Keep the grid fine (spacing << gamma) and wide (samples beyond
     it use the end segments' lines).
     """
-    if not isinstance(lpn, LPN):
-        raise ValueError(f"lpn must be a provex.inverse.LPN, got {type(lpn).__name__}")
-    if not (sigma > 0 and math.isfinite(sigma)):
-        raise ValueError(f"sigma must be positive, got {sigma}")
-    stages = list(stages)
-    if not stages or not all(isinstance(s, Stage) for s in stages):
-        raise ValueError("stages must be a non-empty sequence of provex.inverse.Stage")
-    if batch_size <= 0:
-        raise ValueError(f"batch_size must be positive, got {batch_size}")
-    if ema_decay is not None and not (0.0 <= ema_decay < 1.0):
-        raise ValueError(f"ema_decay must be in [0, 1), got {ema_decay}")
-    if ema_start < 0:
-        raise ValueError(f"ema_start must be >= 0, got {ema_start}")
+    stages = _check_training(lpn, sigma, stages, batch_size, ema_decay, ema_start)
     forward = lpn if grid is None else _grid_forward(lpn, grid, device)
     total = sum(s.steps for s in stages)
     lpn.to(device).train()
@@ -211,43 +293,13 @@ def train_lpn(
     gen = torch.Generator().manual_seed(seed)
     result = TrainResult()
     ema: dict[str, torch.Tensor] | None = None
-    ckpt = Path(checkpoint) if checkpoint is not None else None
-    if ckpt is not None and resume and ckpt.is_file():
-        state = torch.load(ckpt, map_location="cpu", weights_only=True)
-        lpn.load_state_dict(state["state_dict"])
-        opt.load_state_dict(state["optimizer"])
-        gen.set_state(state["generator"])
-        result.history = [tuple(h) for h in state["history"]]  # type: ignore[misc]
-        result.steps = result.resumed_from = int(state["step"])
-        result.seconds_before = float(state.get("seconds", 0.0))
-        if ema_decay is not None and state.get("ema") is not None:
-            ema = {k: v.to(device) for k, v in state["ema"].items()}
-        saved = [Stage(**d) for d in state["stages"]]
-        if _prefix(saved, result.steps) != _prefix(stages, result.steps):
-            raise ValueError(
-                f"checkpoint {ckpt} (step {result.steps}) was written under a schedule that differs from this one "
-                "on the steps already taken; use another checkpoint file or resume=False"
-            )
+    ckpt = None if checkpoint is None else _Checkpoint(Path(checkpoint), lpn, opt, gen, result, stages)
+    if ckpt is not None and resume and ckpt.path.is_file():
+        ema = ckpt.resume(ema_decay, device)
 
     def save() -> None:
-        if ckpt is None:
-            return
-        blob: dict[str, Any] = {
-            "state_dict": {k: v.detach().cpu() for k, v in lpn.state_dict().items()},
-            "optimizer": opt.state_dict(),
-            "generator": gen.get_state(),
-            "history": [list(h) for h in result.history],
-            "step": result.steps,
-            "stages": [st.to_dict() for st in stages],
-            "seconds": result.seconds_before + time.perf_counter() - start,
-            "ema": None if ema is None else {k: v.detach().cpu() for k, v in ema.items()},
-        }
-        final, tmp = atomic_path(ckpt)
-        try:
-            torch.save(blob, tmp)
-            tmp.replace(final)
-        finally:
-            tmp.unlink(missing_ok=True)
+        if ckpt is not None:
+            ckpt.save(result.seconds_before + time.perf_counter() - start, ema)
 
     bar = tqdm(total=total, initial=result.steps, desc="train lpn", disable=not progress)
     start = time.perf_counter()
@@ -257,14 +309,7 @@ def train_lpn(
         k, stage = _stage_at(stages, result.steps)
         for g in opt.param_groups:
             g["lr"] = stage.lr
-        drawn = sampler(stage.batch_size or batch_size, gen)
-        if isinstance(drawn, tuple):
-            x, noise = drawn[0].to(device), drawn[1].to(device)
-            if noise.shape != x.shape:
-                raise ValueError(f"the sampler's noise has shape {tuple(noise.shape)}, its samples {tuple(x.shape)}")
-        else:
-            x = drawn.to(device)
-            noise = torch.randn(x.shape, generator=gen).to(device)
+        x, noise = _draw(sampler, stage.batch_size or batch_size, gen, device)
         y = x + sigma * noise
         loss = lpn_loss(stage.loss, forward(y), x, stage.gamma)
         if not torch.isfinite(loss):
@@ -275,12 +320,7 @@ def train_lpn(
         lpn.project_()
         result.steps += 1
         if ema_decay is not None and result.steps > ema_start:
-            with torch.no_grad():
-                if ema is None:
-                    ema = {k: v.detach().clone() for k, v in lpn.state_dict().items()}
-                else:
-                    for name, v in lpn.state_dict().items():
-                        ema[name].mul_(ema_decay).add_(v.detach(), alpha=1.0 - ema_decay)
+            ema = _update_average(ema, lpn, ema_decay)
         value = float(loss.detach())
         running = value if running is None else 0.95 * running + 0.05 * value
         if result.steps % log_every == 0 or result.steps == total:

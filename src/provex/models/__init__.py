@@ -17,6 +17,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from provex.checks import choose
+from provex.io import atomic_write
 from provex.models.mnist_cnn import MnistCNN
 
 __all__ = [
@@ -28,6 +30,7 @@ __all__ = [
     "entry",
     "load",
     "register_model",
+    "registered",
     "save_weights",
 ]
 
@@ -93,9 +96,12 @@ def register_model(zoo_entry: ZooEntry) -> None:
 
 def entry(name: str) -> ZooEntry:
     """The zoo entry for ``name``; an unknown name lists the valid ones."""
-    if name not in _ZOO:
-        raise ValueError(f"unknown model {name!r}; available models: {', '.join(sorted(_ZOO))}")
-    return _ZOO[name]
+    return choose("model", name, _ZOO)
+
+
+def registered() -> list[str]:
+    """Names of every model in the zoo, sorted (with or without weights installed)."""
+    return sorted(_ZOO)
 
 
 def available() -> list[str]:
@@ -104,17 +110,11 @@ def available() -> list[str]:
 
 
 def save_weights(model: nn.Module, card: ModelCard, path: str | Path) -> Path:
-    """Write ``{"state_dict", "card"}`` atomically (a temp file renamed into place)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    """Write ``{"state_dict", "card"}`` atomically (:func:`provex.io.atomic_write`)."""
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    try:
+    with atomic_write(path) as tmp:
         torch.save({"state_dict": state, "card": card.to_dict()}, tmp)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return Path(path)
 
 
 def load(name: str, device: str | torch.device | None = None, path: str | Path | None = None) -> nn.Module:

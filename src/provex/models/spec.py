@@ -141,7 +141,7 @@ def load_model(
                     "torchvision:NAME or FILE.py:FACTORY with --weights (pickled models are refused)"
                 ) from None
             desc = {"spec": text, "digest": _file_digest(path)}
-        elif text in zoo._ZOO:
+        elif text in zoo.registered():
             desc = {"spec": text, "zoo": True}
             try:  # a zoo weights file (state dict + card), e.g. from `provex train`
                 with warnings.catch_warnings():

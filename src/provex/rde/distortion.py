@@ -36,6 +36,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from provex.checks import check_choice
 from provex.rde.adf import check_twin, convert, to_adf
 from provex.rde.components import Components
 from provex.rde.noise import GaussianNoise
@@ -354,8 +355,7 @@ def choose(kind: str, model: nn.Module, x: torch.Tensor, logits: torch.Tensor) -
     ``"mc"`` and says why. ``"adf"``/``"adf-lowrank"`` raise instead (every unsupported layer
     listed); ``"mc"`` needs nothing.
     """
-    if kind not in KINDS:
-        raise ValueError(f"distortion must be one of {KINDS}, got {kind!r}")
+    check_choice(kind, "distortion", KINDS)
     if kind == "mc":
         return Choice("mc")
     mode = "lowrank" if kind == "adf-lowrank" else "diag"

@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from provex.checks import check_choice
 from provex.fw.steps import resolve_step
 from provex.rde.noise import GaussianNoise
 from provex.seeding import check_seed
@@ -64,8 +65,7 @@ class DistortionOptions:
     def __post_init__(self) -> None:
         from provex.rde.distortion import KINDS
 
-        if self.distortion not in KINDS:
-            raise ValueError(f"distortion must be one of {KINDS}, got {self.distortion!r}")
+        check_choice(self.distortion, "distortion", KINDS)
         _positive_int(self.n_samples, "n_samples")
         _positive_int(self.batch_size, "batch_size")
         if self.fixed_noise is not None and not isinstance(self.fixed_noise, bool):

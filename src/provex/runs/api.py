@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from provex._version import __version__
+from provex.checks import unknown
 from provex.runs.data import DataLike, RunData, resolve_data
 from provex.runs.local import Failure, Outcome, run_in_process, run_processes
 from provex.runs.results import Run, load_run
@@ -117,11 +118,11 @@ def _score_options(score: str | Sequence[str] | Mapping[str, Mapping[str, Any] |
     out: dict[str, Any] = {}
     for name, o in items:
         if name not in _SCORES:
-            raise ValueError(f"score: unknown score {name!r}; available: {', '.join(_SCORES)}")
-        unknown = sorted(set(o or {}) - _ORDERING_KEYS)
-        if unknown:
-            hint = " (draws per step are n_samples)" if "n_noise" in unknown else ""
-            raise ValueError(f"score: unknown ordering option(s) {unknown}; valid: {sorted(_ORDERING_KEYS)}{hint}")
+            raise unknown("score", name, _SCORES, argument="score")
+        bad = sorted(set(o or {}) - _ORDERING_KEYS)
+        if bad:
+            hint = " (draws per step are n_samples)" if "n_noise" in bad else ""
+            raise ValueError(f"score: unknown ordering option(s) {bad}; valid: {sorted(_ORDERING_KEYS)}{hint}")
         merged = {**ORDERING_DEFAULTS, **(o or {})}
         if merged["noise"] not in ("uniform", "reference"):
             raise ValueError(f"score: ordering noise must be 'uniform' or 'reference', got {merged['noise']!r}")

@@ -50,6 +50,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from provex.cells import cell_edges
 from provex.checks import (
     check_bool,
     check_choice,
@@ -68,14 +69,6 @@ _QUADRANTS = 4
 _FULL = (1 << _QUADRANTS) - 1
 
 
-def cell_edges(size: int, min_size: int) -> torch.Tensor:
-    """Pixel edges of the cells along one side: ``[0, s, 2s, ..., size]`` (the last cell absorbs the rest)."""
-    n = size // min_size
-    edges = torch.arange(n + 1) * min_size
-    edges[-1] = size
-    return edges
-
-
 def cycle_shifts(radii: Sequence[int], angles: Sequence[float]) -> list[tuple[int, int]]:
     """(row, column) shifts of the partition for cycle h-Shap; radius 0 appears once."""
     shifts: list[tuple[int, int]] = []
@@ -87,6 +80,45 @@ def cycle_shifts(radii: Sequence[int], angles: Sequence[float]) -> list[tuple[in
             rad = math.radians(a)
             shifts.append((-round(r * math.sin(rad)), round(r * math.cos(rad))))
     return shifts
+
+
+def _quadrants(
+    r0: torch.Tensor, r1: torch.Tensor, c0: torch.Tensor, c1: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Quadrants TL, TR, BL, BR of each region as cell ranges (R, 4) (the top / left half gets
+    the extra cell), which of them are non-empty, and those as a 4-bit mask per region."""
+    rm = r0 + (r1 - r0 + 1) // 2
+    cm = c0 + (c1 - c0 + 1) // 2
+    qr0 = torch.stack([r0, r0, rm, rm], 1)
+    qr1 = torch.stack([rm, rm, r1, r1], 1)
+    qc0 = torch.stack([c0, cm, c0, cm], 1)
+    qc1 = torch.stack([cm, c1, cm, c1], 1)
+    nonempty = (qr1 > qr0) & (qc1 > qc0)
+    present = (nonempty.long() << torch.arange(_QUADRANTS, device=r0.device)).sum(1)  # (R,) bit mask
+    return qr0, qr1, qc0, qc1, nonempty, present
+
+
+def _local_shapley(
+    empty: torch.Tensor,
+    full: torch.Tensor,
+    present: torch.Tensor,
+    nonempty: torch.Tensor,
+    pair_region: torch.Tensor,
+    pair_mask: torch.Tensor,
+    values: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Value tables (R, 16) over the 4 quadrant bits (coalitions with empty quadrants share the
+    values of their non-empty part) and the exact Shapley values (R, 4) of the quadrants, zero
+    for empty ones."""
+    device = full.device
+    n_reg = full.shape[0]
+    table = torch.zeros(n_reg, _FULL + 1, dtype=torch.float64, device=device)
+    table[:, 0] = empty
+    table[torch.arange(n_reg, device=device), present] = full
+    table[pair_region, pair_mask] = values
+    table = table.gather(1, torch.arange(_FULL + 1, device=device)[None, :] & present[:, None])
+    phi = shapley_from_table(table, _QUADRANTS)  # (R, 4) float64
+    return table, torch.where(nonempty, phi, torch.zeros_like(phi))
 
 
 class HShap:
@@ -197,19 +229,7 @@ class HShap:
         device = x.device
         bg = self.background.to(device=device, dtype=x.dtype)
 
-        # Values of the empty coalition (the background) and of each whole image.
-        root_logits = self.model(x)
-        if root_logits.ndim != 2 or root_logits.shape[0] != n_img:
-            raise ValueError(
-                f"model must map (N, C, H, W) to (N, classes) logits, got output {tuple(root_logits.shape)}"
-            )
-        tgt = resolve_target(target, root_logits)
-        v_full_img = self._values(root_logits, tgt)
-        if per_image_bg:
-            v_empty_img = self._values(self.model(bg), tgt)  # each image's own background
-        else:
-            bg_logits = self.model(bg.unsqueeze(0))
-            v_empty_img = self._values(bg_logits.expand(n_img, -1), tgt)  # one evaluation for all images
+        root_logits, tgt, v_full_img, v_empty_img = self._root_values(x, bg, target)
 
         row_edges = cell_edges(height, s).to(device)
         col_edges = cell_edges(width, s).to(device)
@@ -242,48 +262,15 @@ class HShap:
             if inst.numel() == 0:
                 break
             regions_per_level.append(int(inst.numel()))
-            rm = r0 + (r1 - r0 + 1) // 2
-            cm = c0 + (c1 - c0 + 1) // 2
-            # Quadrants TL, TR, BL, BR as cell ranges (R, 4).
-            qr0 = torch.stack([r0, r0, rm, rm], 1)
-            qr1 = torch.stack([rm, rm, r1, r1], 1)
-            qc0 = torch.stack([c0, cm, c0, cm], 1)
-            qc1 = torch.stack([cm, c1, cm, c1], 1)
-            nonempty = (qr1 > qr0) & (qc1 > qc0)
-            present = (nonempty.long() << torch.arange(_QUADRANTS, device=device)).sum(1)  # (R,) bit mask
-
-            # Distinct coalitions to evaluate: subsets of the non-empty quadrants except {} and all.
-            masks = torch.arange(1, _FULL, device=device)
-            need = ((masks[None, :] & present[:, None]) == masks[None, :]) & (masks[None, :] != present[:, None])
-            pair_region, pair_col = need.nonzero(as_tuple=True)
-            pair_mask = masks[pair_col]
-            values = torch.empty(pair_region.numel(), dtype=torch.float64, device=device)
+            qr0, qr1, qc0, qc1, nonempty, present = _quadrants(r0, r1, c0, c1)
             pixel = (row_edges[qr0], row_edges[qr1], col_edges[qc0], col_edges[qc1])
-            for start in range(0, pair_region.numel(), self.batch_size):
-                sl = slice(start, start + self.batch_size)
-                reg = pair_region[sl]
-                bits = ((pair_mask[sl, None] >> torch.arange(_QUADRANTS, device=device)) & 1).bool()  # (B, 4)
-                inputs = self._masked_inputs(
-                    x,
-                    bg,
-                    inst_img[inst[reg]],
-                    inst_shift[inst[reg]],
-                    tuple(p[reg] for p in pixel),
-                    bits,
-                )
-                values[sl] = self._scores(inputs, tgt[inst_img[inst[reg]]])
-                bar.update(int(reg.numel()))
+            pair_region, pair_mask, values = self._coalition_values(
+                x, bg, tgt, inst_img[inst], inst_shift[inst], pixel, present, bar
+            )
             evals_per_inst += torch.bincount(inst[pair_region], minlength=n_inst)
-
-            # Value tables over the 4 quadrant bits; coalitions with empty quadrants share values.
-            n_reg = inst.numel()
-            table = torch.zeros(n_reg, _FULL + 1, dtype=torch.float64, device=device)
-            table[:, 0] = v_empty_img[inst_img[inst]]
-            table[torch.arange(n_reg, device=device), present] = full
-            table[pair_region, pair_mask] = values
-            table = table.gather(1, torch.arange(_FULL + 1, device=device)[None, :] & present[:, None])
-            phi = shapley_from_table(table, _QUADRANTS)  # (R, 4) float64
-            phi = torch.where(nonempty, phi, torch.zeros_like(phi))
+            table, phi = _local_shapley(
+                v_empty_img[inst_img[inst]], full, present, nonempty, pair_region, pair_mask, values
+            )
 
             child_score = score[:, None] * phi
             child_full = table[:, 1 << torch.arange(_QUADRANTS, device=device)]
@@ -328,6 +315,55 @@ class HShap:
         )
 
     # ------------------------------------------------------------------ pieces
+    def _root_values(
+        self, x: torch.Tensor, bg: torch.Tensor, target: int | torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Logits of the whole images, the targets, and the values of the full and the empty
+        coalition (the image, its background) per image."""
+        n_img = x.shape[0]
+        root_logits = self.model(x)
+        if root_logits.ndim != 2 or root_logits.shape[0] != n_img:
+            raise ValueError(
+                f"model must map (N, C, H, W) to (N, classes) logits, got output {tuple(root_logits.shape)}"
+            )
+        tgt = resolve_target(target, root_logits)
+        v_full_img = self._values(root_logits, tgt)
+        if bg.ndim == 4:
+            v_empty_img = self._values(self.model(bg), tgt)  # each image's own background
+        else:
+            bg_logits = self.model(bg.unsqueeze(0))
+            v_empty_img = self._values(bg_logits.expand(n_img, -1), tgt)  # one evaluation for all images
+        return root_logits, tgt, v_full_img, v_empty_img
+
+    def _coalition_values(
+        self,
+        x: torch.Tensor,
+        bg: torch.Tensor,
+        tgt: torch.Tensor,
+        img: torch.Tensor,
+        shift: torch.Tensor,
+        pixel: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
+        present: torch.Tensor,
+        bar: tqdm,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Values of the distinct coalitions of each region (image ``img``, partition ``shift``):
+        the subsets of its non-empty quadrants except {} and all. Returns (region, coalition
+        bit mask, value) per evaluated coalition, in chunks of ``batch_size`` model inputs."""
+        device = x.device
+        masks = torch.arange(1, _FULL, device=device)
+        need = ((masks[None, :] & present[:, None]) == masks[None, :]) & (masks[None, :] != present[:, None])
+        pair_region, pair_col = need.nonzero(as_tuple=True)
+        pair_mask = masks[pair_col]
+        values = torch.empty(pair_region.numel(), dtype=torch.float64, device=device)
+        for start in range(0, pair_region.numel(), self.batch_size):
+            sl = slice(start, start + self.batch_size)
+            reg = pair_region[sl]
+            bits = ((pair_mask[sl, None] >> torch.arange(_QUADRANTS, device=device)) & 1).bool()  # (B, 4)
+            inputs = self._masked_inputs(x, bg, img[reg], shift[reg], tuple(p[reg] for p in pixel), bits)
+            values[sl] = self._scores(inputs, tgt[img[reg]])
+            bar.update(int(reg.numel()))
+        return pair_region, pair_mask, values
+
     def _masked_inputs(
         self,
         x: torch.Tensor,

@@ -33,7 +33,7 @@ cells, or your masks), is the model's output dependent on it? SHAP-XRT p-values 
 anytime-valid betting e-values, BH/BY or e-BH over the regions; a ``RegionTestResult``.
 """
 
-from provex.stats._engine import BatchBettingResult, BettingResult
+from provex.stats._engine import BatchBettingResult, BettingResult, check_alpha, check_budget
 from provex.stats.betting import OnlineNewtonBettor, TanhBet, wealth_process
 from provex.stats.cskit import cskit
 from provex.stats.fdr import ConceptImportance, FDRResult, ebh, fdr_betting, rank_concepts
@@ -65,6 +65,8 @@ __all__ = [
     "ValueFunction",
     "XRTResult",
     "block_regions",
+    "check_alpha",
+    "check_budget",
     "cskit",
     "ebh",
     "fdr_betting",

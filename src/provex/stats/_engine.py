@@ -160,6 +160,7 @@ class BandwidthTracker:
 
 
 def check_alpha(alpha: float) -> float:
+    """``alpha`` as a float in (0, 1) (the level of a test), else a one-line ``ValueError``."""
     try:
         a = float(alpha)
     except (TypeError, ValueError):
@@ -170,6 +171,7 @@ def check_alpha(alpha: float) -> float:
 
 
 def check_budget(tau_max: int, warmup: int) -> tuple[int, int]:
+    """``(tau_max, warmup)`` of a sequential test: integers with ``1 <= warmup < tau_max``."""
     if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 1:
         raise ValueError(f"warmup must be an integer >= 1, got {warmup!r}")
     if isinstance(tau_max, bool) or not isinstance(tau_max, int):

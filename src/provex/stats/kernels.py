@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import torch
 
+from provex.checks import choose
+
 REFIT_EVERY_STEP = 32
 
 __all__ = [
@@ -130,12 +132,11 @@ class RBFKernel(Kernel):
         return torch.exp(-_sqdist(a, b) / (2.0 * bandwidth.square())[:, None, None])
 
 
+_KERNELS: dict[str, type[Kernel]] = {"linear": LinearKernel, "rbf": RBFKernel}
+
+
 def get_kernel(kernel: str | Kernel) -> Kernel:
     """``"linear"``, ``"rbf"`` or a :class:`Kernel` instance; anything else is a ValueError."""
     if isinstance(kernel, Kernel):
         return kernel
-    if kernel == "linear":
-        return LinearKernel()
-    if kernel == "rbf":
-        return RBFKernel()
-    raise ValueError(f"unknown kernel {kernel!r}; kernel must be 'linear', 'rbf' or a provex.stats.Kernel")
+    return choose("kernel", kernel, _KERNELS, also="a provex.stats.Kernel")()

@@ -71,7 +71,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from provex.checks import check_images, resolve_target
-from provex.explanation import Explanation
+from provex.explanation_data import ExplanationData
 from provex.reference import Reference, resolve_reference
 from provex.seeding import derive, generator, image_seeds
 from provex.stats._engine import check_alpha, run_sequential_test
@@ -123,9 +123,9 @@ def _fdr_scope(fdr: object) -> str:
     raise ValueError(f"fdr must be True / 'image', 'dataset' or False / 'none', got {fdr!r}")
 
 
-def _auto_regions(explanation: Explanation | torch.Tensor | None) -> tuple[str, dict[str, Any]]:
+def _auto_regions(explanation: ExplanationData | torch.Tensor | None) -> tuple[str, dict[str, Any]]:
     """The region kind that suits a map: components of RDE masks, h-Shap's cells, else top-k blocks."""
-    if not isinstance(explanation, Explanation):
+    if not isinstance(explanation, ExplanationData):
         return "top-k", {}
     method = explanation.method.split("+")[0]
     if method in RDE_METHODS:
@@ -521,13 +521,88 @@ def _control(
     return rejected, adjusted, f"{name} over {where}, FDR level alpha = {alpha:g}"
 
 
+def _regions_of(
+    explanation: ExplanationData | torch.Tensor | None,
+    regions: str | torch.Tensor,
+    x: torch.Tensor,
+    *,
+    k: int,
+    grid: int | None,
+    threshold: float,
+    min_size: int,
+    max_regions: int,
+) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
+    """The region masks (N, R, H, W), which are real (N, R), and how they were made: given
+    masks, or ``map_regions`` of the explanation's relevance (``"auto"``: by its method)."""
+    n, _, height, width = x.shape
+    relevance = explanation.relevance if isinstance(explanation, ExplanationData) else explanation
+    how: dict[str, Any]
+    if isinstance(regions, torch.Tensor):
+        masks, valid = as_region_masks(regions, n, height, width)
+        how = {"kind": "masks"}
+    else:
+        if regions != "auto" and regions not in REGION_KINDS:
+            raise ValueError(
+                f"regions must be 'auto', {', '.join(map(repr, REGION_KINDS))} or a bool tensor of masks, "
+                f"got {regions!r}"
+            )
+        if relevance is None:
+            raise ValueError(f"explanation: regions={regions!r} needs a relevance map; pass masks as regions=")
+        if not isinstance(relevance, torch.Tensor) or tuple(relevance.shape[0:1]) + tuple(relevance.shape[-2:]) != (
+            n,
+            height,
+            width,
+        ):
+            shape = tuple(relevance.shape) if isinstance(relevance, torch.Tensor) else type(relevance).__name__
+            raise ValueError(f"explanation has shape {shape}; x has shape {tuple(x.shape)}")
+        kind, auto_opts = _auto_regions(explanation) if regions == "auto" else (regions, {})
+        if grid is None:
+            grid = auto_opts.get("grid")
+        masks, valid = map_regions(
+            relevance, kind, k=k, grid=grid, threshold=threshold, min_size=min_size, max_regions=max_regions
+        )
+        how = {
+            "kind": kind,
+            "k": k,
+            "grid": grid,
+            "threshold": threshold,
+            "min_size": min_size,
+            "max_regions": max_regions,
+        }
+    return masks, valid, how
+
+
+def _fill(
+    sampler: MaskSampler | None, reference: Reference | str | os.PathLike | None, model: nn.Module, x: torch.Tensor
+) -> tuple[Reference | None, str]:
+    """The reference (None with a ``sampler``) and the sentence saying how removed regions are refilled."""
+    if sampler is None:
+        ref = resolve_reference(reference, model, x)
+        return (
+            ref,
+            f"marginal: each redrawn pixel ~ N(mean, var) of the reference ({ref.source}), independent of the rest",
+        )
+    return None, f"conditional: {getattr(sampler, '__name__', type(sampler).__name__)}(x, keep, generator)"
+
+
+def _xrt_null_sizes(K: int | None, counts: torch.Tensor, scope: str, fdr_method: str, alpha: float) -> list[int]:
+    """Null statistics per image: ``K``, or enough for the smallest attainable p-value
+    1/(K+1) to pass BH (BY: times the harmonic number) over the image's family, at least 99."""
+    n = counts.shape[0]
+    if K is not None:
+        return [K] * n
+    per_image = [int(counts[i]) if scope != "none" else 1 for i in range(n)]
+    harmonic = [sum(1.0 / j for j in range(1, m + 1)) if fdr_method == "by" else 1.0 for m in per_image]
+    return [max(99, math.ceil(m * h / alpha) - 1) for m, h in zip(per_image, harmonic)]
+
+
 # ----- the entry point -----
 
 
 def test_regions(
     model: nn.Module,
     x: torch.Tensor,
-    explanation: Explanation | torch.Tensor | None = None,
+    explanation: ExplanationData | torch.Tensor | None = None,
     *,
     reference: Reference | str | os.PathLike | None = None,
     regions: str | torch.Tensor = "auto",
@@ -560,7 +635,7 @@ def test_regions(
     Args:
         model: classifier mapping (N, C, H, W) to (N, classes) logits.
         x: the images (N, C, H, W).
-        explanation: the map whose regions are tested (an :class:`Explanation` or an
+        explanation: the map whose regions are tested (an :class:`~provex.Explanation` or an
             (N, C, H, W) tensor); may be None when ``regions`` is a tensor of masks.
         reference: what a removed region is refilled from (:func:`provex.reference.resolve_reference`:
             given, else the model card, else each image's own statistics with a warning).
@@ -612,54 +687,16 @@ def test_regions(
         x = x.to(param.device)
     if model.training:
         warnings.warn("model is in training mode; call model.eval() for reproducible tests", stacklevel=2)
-    n, _, height, width = x.shape
+    n = x.shape[0]
     seeds = image_seeds(seed, n)
 
-    # regions
-    relevance = explanation.relevance if isinstance(explanation, Explanation) else explanation
-    how: dict[str, Any]
-    if isinstance(regions, torch.Tensor):
-        masks, valid = as_region_masks(regions, n, height, width)
-        how = {"kind": "masks"}
-    else:
-        if regions != "auto" and regions not in REGION_KINDS:
-            raise ValueError(
-                f"regions must be 'auto', {', '.join(map(repr, REGION_KINDS))} or a bool tensor of masks, "
-                f"got {regions!r}"
-            )
-        if relevance is None:
-            raise ValueError(f"explanation: regions={regions!r} needs a relevance map; pass masks as regions=")
-        if not isinstance(relevance, torch.Tensor) or tuple(relevance.shape[0:1]) + tuple(relevance.shape[-2:]) != (
-            n,
-            height,
-            width,
-        ):
-            shape = tuple(relevance.shape) if isinstance(relevance, torch.Tensor) else type(relevance).__name__
-            raise ValueError(f"explanation has shape {shape}; x has shape {tuple(x.shape)}")
-        kind, auto_opts = _auto_regions(explanation) if regions == "auto" else (regions, {})
-        if grid is None:
-            grid = auto_opts.get("grid")
-        masks, valid = map_regions(
-            relevance, kind, k=k, grid=grid, threshold=threshold, min_size=min_size, max_regions=max_regions
-        )
-        how = {
-            "kind": kind,
-            "k": k,
-            "grid": grid,
-            "threshold": threshold,
-            "min_size": min_size,
-            "max_regions": max_regions,
-        }
-    if target is None and isinstance(explanation, Explanation):
+    masks, valid, how = _regions_of(
+        explanation, regions, x, k=k, grid=grid, threshold=threshold, min_size=min_size, max_regions=max_regions
+    )
+    if target is None and isinstance(explanation, ExplanationData):
         target = explanation.target
 
-    # fill
-    ref: Reference | None = None
-    if sampler is None:
-        ref = resolve_reference(reference, model, x)
-        fill = f"marginal: each redrawn pixel ~ N(mean, var) of the reference ({ref.source}), independent of the rest"
-    else:
-        fill = f"conditional: {getattr(sampler, '__name__', type(sampler).__name__)}(x, keep, generator)"
+    ref, fill = _fill(sampler, reference, model, x)
     ev = _Evaluator(model, x, target, score, ref, sampler, batch_size)
     rows = _rows(masks, valid, context, seeds, x.device)
     alt_random = context != "rest"
@@ -681,12 +718,7 @@ def test_regions(
     p_values = e_values = stopping = None
     k_used: torch.Tensor | None = None
     if test == "xrt":
-        if K is None:
-            per_image = [int(counts[i]) if scope != "none" else 1 for i in range(n)]
-            harmonic = [sum(1.0 / j for j in range(1, m + 1)) if fdr_method == "by" else 1.0 for m in per_image]
-            k_img = [max(99, math.ceil(m * h / alpha) - 1) for m, h in zip(per_image, harmonic)]
-        else:
-            k_img = [K] * n
+        k_img = _xrt_null_sizes(K, counts, scope, fdr_method, alpha)
         ks = [k_img[i] for i in rows.image]
         p, s, c = _xrt(ev, rows, ks, m_draws, alt_random, alternative, progress)
         p_values = nan.clone()
@@ -722,7 +754,7 @@ def test_regions(
         "kernel": kern.name if (test == "betting" and alternative == "two-sided") else None,
         "regions": how,
         "seed": seeds,
-        "explanation": explanation.method if isinstance(explanation, Explanation) else None,
+        "explanation": explanation.method if isinstance(explanation, ExplanationData) else None,
     }
     return RegionTestResult(
         masks=masks.cpu(),

@@ -26,6 +26,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from provex.cells import cell_edges
+
 __all__ = [
     "REGION_KINDS",
     "as_region_masks",
@@ -88,8 +90,6 @@ def _positive_int(value: object, name: str, low: int = 1) -> int:
 
 def block_regions(height: int, width: int, grid: int) -> torch.Tensor:
     """Blocks of ``grid`` x ``grid`` pixels as (R, H, W) masks, row-major (h-Shap's cell convention)."""
-    from provex.shapley.hshap import cell_edges
-
     grid = _positive_int(grid, "grid")
     if grid > min(height, width):
         raise ValueError(f"grid must be at most the image side ({height} x {width}), got {grid}")

@@ -21,7 +21,7 @@ from provex.viz.regions import plot_region_pvalues
 from provex.viz.style import map_style
 
 if TYPE_CHECKING:
-    from provex.explanation import Explanation
+    from provex.explanation_data import ExplanationData
 
 __all__ = ["class_name", "plot_explanation"]
 
@@ -33,7 +33,7 @@ def class_name(k: int, labels: Sequence[str] | None) -> str:
     return str(k)
 
 
-def _titles(exp: Explanation, labels: Sequence[str] | None) -> list[str]:
+def _titles(exp: ExplanationData, labels: Sequence[str] | None) -> list[str]:
     out = []
     for i in range(len(exp)):
         t = f"target {class_name(int(exp.target[i]), labels)}"
@@ -44,7 +44,7 @@ def _titles(exp: Explanation, labels: Sequence[str] | None) -> list[str]:
 
 
 def plot_explanation(
-    exp: Explanation,
+    exp: ExplanationData,
     images: torch.Tensor | None = None,
     ncols: int | None = None,
     cmap: str = "RdBu_r",

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from provex.io import atomic_path
+from provex.io import atomic_write
 from provex.viz.style import MapStyle, display_map, overlay_cmap
 
 __all__ = [
@@ -75,15 +75,13 @@ def new_figure(width: float, height: float) -> Figure:
 
 def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 110, close: bool = True) -> Path:
     """Save a figure to PNG atomically (and close it unless ``close=False``)."""
-    final, tmp = atomic_path(path)
     try:
-        fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format="png")
-        tmp.replace(final)
+        with atomic_write(path) as tmp:
+            fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format="png")
     finally:
         if close:
             plt.close(fig)
-        tmp.unlink(missing_ok=True)
-    return final
+    return Path(path)
 
 
 def check_images(images: torch.Tensor | None, shape: Sequence[int], name: str = "images") -> torch.Tensor | None:
