@@ -88,8 +88,8 @@ def test_cli_explain_crosses_with_hshap(tmp_path: Path, capsys: pytest.CaptureFi
         ["explain", "--model", "crosses-cnn", "--method", "h-shap", "--index", "0", "1", "--out", str(tmp_path)]
     )
     assert code == 0
-    assert (tmp_path / "crosses-cnn-h-shap.pt").is_file() and (tmp_path / "crosses-cnn-h-shap.png").is_file()
-    exp = provex.Explanation.load(tmp_path / "crosses-cnn-h-shap.pt")
+    assert (tmp_path / "crosses-samples-h-shap.pt").is_file() and (tmp_path / "crosses-samples-h-shap.png").is_file()
+    exp = provex.Explanation.load(tmp_path / "crosses-samples-h-shap.pt")
     assert exp.relevance.shape == (2, 3, 100, 120) and exp.info["model_calls"] > 0
     assert cli_main(["explain", "--model", "crosses-cnn", "--method", "h-shap", "-O", "grid=500"]) == 2
     assert "grid=500 is larger than the image" in capsys.readouterr().err
