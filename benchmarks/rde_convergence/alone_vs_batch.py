@@ -36,8 +36,8 @@ def main(argv: list[str]) -> int:
             [provex.explain(model, x[i : i + 1], m, target=target[i : i + 1], **opts).relevance for i in range(16)]
         )
         seconds = time.time() - start
-        a_b = relevance_ordering(model, x, batch, target=target, step=10, n_noise=16, seed=0).per_image_auc_distortion
-        a_a = relevance_ordering(model, x, alone, target=target, step=10, n_noise=16, seed=0).per_image_auc_distortion
+        a_b = relevance_ordering(model, x, batch, target=target, step=10, n_samples=16, seed=0).per_image_auc_distortion
+        a_a = relevance_ordering(model, x, alone, target=target, step=10, n_samples=16, seed=0).per_image_auc_distortion
         out[m] = {
             "auc_batch": a_b.tolist(),
             "auc_alone": a_a.tolist(),
