@@ -8,7 +8,8 @@ Conventions (stated at the top of the README too):
 
 * Every fenced block carries a language: ``python``, ``bash`` or ``text``.
 * ``python`` blocks run in order in one shared namespace (as in a notebook), in a scratch
-  folder laid out like a clone: ``examples/`` of the repository is there and ``../shared``
+  folder laid out like a clone: ``examples/`` of the repository is there (and a copy of
+  ``benchmarks/``, whose committed results the README reports on) and ``../shared``
   points at the shared data, so relative paths in the README work as written.
 * ``bash`` blocks: each command runs: ``provex ...`` and ``python -m provex ...`` in-process
   through the CLI's ``main``, which the caller hands in (``provex benchmark readme`` passes
@@ -37,6 +38,7 @@ import contextlib
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -160,7 +162,8 @@ def _environ(env: dict[str, str]) -> Iterator[None]:
 
 
 class ReadmeRunner:
-    """Runs README blocks in a scratch folder laid out like a clone (``examples/``, ``../shared``).
+    """Runs README blocks in a scratch folder laid out like a clone (``examples/``, a copy of
+    ``benchmarks/``, ``../shared``).
 
     ``cli``: the CLI's ``main(argv) -> exit code``, to run ``provex`` commands in-process
     (None: each runs as a ``python -m provex`` subprocess).
@@ -178,6 +181,9 @@ class ReadmeRunner:
             link = self.work / name
             if (self.root / name).exists() and not link.exists():
                 link.symlink_to(self.root / name)
+        # the committed benchmark results (READMEs report them), copied: a block may write there
+        if (self.root / "benchmarks").is_dir() and not (self.work / "benchmarks").exists():
+            shutil.copytree(self.root / "benchmarks", self.work / "benchmarks")
         shared = base / "shared"
         if not shared.exists():
             if (self.root.parent / "shared").is_dir():
