@@ -52,7 +52,7 @@ def make_run(folder: Path, step: int, n_noise: int, n_images: int) -> dict:
         exps[m] = provex.explain(model, x, m, **opts)
         timing[f"{m} maps s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        curves[m] = relevance_ordering(model, x, exps[m], step=step, n_noise=n_noise, seed=0)
+        curves[m] = relevance_ordering(model, x, exps[m], step=step, n_samples=n_noise, seed=0)
         timing[f"{m} ordering s"] = time.perf_counter() - t0
         print(m, {k: round(v, 1) for k, v in timing.items() if k.startswith(m)}, flush=True)
     write_run_store(

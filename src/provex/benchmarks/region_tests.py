@@ -27,7 +27,7 @@ can be rerun), ``table.md`` and figures into ``--out``:
   ``--mnist-images`` test images: the fraction of each map's top-4 blocks (7 x 7) that are
   significant (BH / e-BH per image), of its 4 top native regions (RC-RDE's connected
   components, h-Shap's positive cells), of 4 random blocks (a floor), and the
-  relevance-ordering AUC beside it (``step=10, n_noise=8``, Gaussian noise from the model card,
+  relevance-ordering AUC beside it (``step=10, n_samples=8``, Gaussian noise from the model card,
   lower is better). ``mnist.png``, ``examples-mnist-*.png``.
 
 Timings are ratios against one forward pass of a batch of 256 of the same model measured in the
@@ -339,7 +339,7 @@ def block_mnist(n: int, seed: int, batch_size: int, out_dir: Path, ordering_nois
         entries.append((method, exp, "top-k"))
         if method in ("rc-rde", "h-shap"):
             entries.append((method, exp, "native"))
-        curve = relevance_ordering(model, x, exp, step=10, n_noise=ordering_noise, noise=noise, seed=seed)
+        curve = relevance_ordering(model, x, exp, step=10, n_samples=ordering_noise, noise=noise, seed=seed)
         out["methods"][method]["ordering_auc"] = curve.auc_distortion
         out["methods"][method]["ordering_auc_se"] = curve.auc_distortion_se
         print(f"mnist {method}: map {map_seconds / n:.2f} s/img, ordering AUC {curve.auc_distortion:.4f}", flush=True)

@@ -243,7 +243,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             map_s = time.perf_counter() - t0
             t0 = time.perf_counter()
             curves = {
-                m: relevance_ordering(model, x, e, step=a.step, n_noise=a.n_noise, seed=0) for m, e in exps.items()
+                m: relevance_ordering(model, x, e, step=a.step, n_samples=a.n_noise, seed=0) for m, e in exps.items()
             }
             score_s = time.perf_counter() - t0
             write_run_store(run, x, y, exps, model_desc=describe_model(model), curves=curves, shard_size=100)

@@ -10,7 +10,7 @@ target's softmax probability moves (distortion) and whether the prediction survi
 >>> model = provex.models.load("mnist-cnn")
 >>> x, _ = provex.data.samples("mnist")
 >>> exp = provex.explain(model, x[:4], "sensitivity", absolute=True)
->>> curve = relevance_ordering(model, x[:4], exp, step=5, n_noise=64)
+>>> curve = relevance_ordering(model, x[:4], exp, step=5, n_samples=64)
 >>> curve.auc_distortion, curve.auc_accuracy
 >>> plot_ordering_curves({"sensitivity": curve}, "ordering.png")
 
