@@ -41,7 +41,7 @@ def small_run(folder: Path, model, x: torch.Tensor, y: torch.Tensor, indices: li
         ),
         "smoothgrad": Explanation(grad**2, "smoothgrad", pred, {"options": {"square": True}}, prediction=pred),
     }
-    curves = {m: relevance_ordering(model, x, e, step=98, n_noise=2, seed=0) for m, e in exps.items()}
+    curves = {m: relevance_ordering(model, x, e, step=98, n_samples=2, seed=0) for m, e in exps.items()}
     write_run_store(
         folder,
         x,

@@ -95,3 +95,40 @@ def test_page_in_chromium(page_path, tmp_path) -> None:
         page.screenshot(path=str(shot), full_page=True)
         assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 10_000
         assert r["errors"] == []
+
+
+def test_first_screen_is_painted_before_the_plotting_library(page_path, tmp_path) -> None:
+    """The cards and the selected image's maps (as pictures) are painted before plotly.js is
+    evaluated; a page whose library is missing still shows them and says so once."""
+    with open_report(page_path) as r:
+        times = r["page"].evaluate("window.provexTimes")
+        assert times["painted"] <= times["plotlyEvaluated"] <= times["ready"]
+        assert r["painted_seconds"] <= r["seconds"]
+        # once the library is there, the pictures are replaced by Plotly heat maps
+        assert r["page"].locator("#gallery-0-root .detail .pv-map.preview").count() == 0
+        assert r["page"].locator("#gallery-0-root .detail .pv-map.js-plotly-plot").count() == 5
+    html = page_path.read_text(encoding="utf-8")
+    start = html.index('<script id="provex-plotly" type="text/plain">')
+    end = html.index("</script>", start)
+    stripped = tmp_path / "no-plotly.html"
+    stripped.write_text(html[:start] + '<script id="provex-plotly" type="text/plain">' + html[end:], encoding="utf-8")
+    from playwright.sync_api import sync_playwright
+
+    from provex.reporting.browser import CHROMIUM_ARGS
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            errors: list[str] = []
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.goto(stripped.resolve().as_uri(), wait_until="load")
+            page.wait_for_function("document.body.dataset.painted === '1'")
+            previews = page.locator("#gallery-0-root .detail .pv-map.preview")
+            assert previews.count() == 3  # one picture per method (per-rate maps need the library)
+            assert previews.first.locator("img").count() == 2  # the image under the map
+            assert page.locator("#gallery-0-root .card").count() == 4
+            page.wait_for_function("window.provexPainted !== undefined")
+            assert len(errors) == 1 and "plotly.js is missing" in errors[0]
+        finally:
+            browser.close()

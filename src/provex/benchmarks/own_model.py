@@ -36,6 +36,7 @@ import tempfile
 import time
 import traceback
 import warnings
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -117,6 +118,10 @@ def _child(job: dict[str, Any], path: str) -> None:
         exp = provex.explain(model, x, job["method"], **options)
         seconds = time.perf_counter() - start
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+        # the unit of this job, timed in this process after the method (so it does not raise the
+        # peak), under the same conditions (threads, concurrent jobs) as the explanation itself
+        chunk = x[:1].expand(8, *x.shape[1:]).contiguous()
+        f_unit, fb_unit = _pass_seconds(model, chunk, repeats=2)
         info = {
             k: exp.info[k]
             for k in (
@@ -143,6 +148,8 @@ def _child(job: dict[str, Any], path: str) -> None:
                 "seconds": seconds,
                 "info": info,
                 "peak_rss_mb": peak,
+                "unit": {"forward_s_per_image": f_unit, "forward_backward_s_per_image": fb_unit},
+                "load_average": os.getloadavg()[0],
                 "rss_before_mb": base,
                 "relevance": exp.relevance.cpu() if job.get("keep") else None,
                 "target": exp.target.cpu(),
@@ -218,6 +225,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--score-seed", type=int, default=987654)
     p.add_argument("--seed", type=int, default=0, help="the model's weights")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument(
+        "--jobs", type=int, default=1, help="explanations run at once, one process each (one per core at most)"
+    )
     p.add_argument("--memory-check", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument(
         "--merge",
@@ -227,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     if a.quick:
         a.images, a.size, a.score_draws = 1, 32, 64
-    for name in ("images", "size", "score_draws", "threads"):
+    for name in ("images", "size", "score_draws", "threads", "jobs"):
         if getattr(a, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be positive")
     if not 0 < a.rate < 1:
@@ -243,6 +253,13 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {}
     if a.merge and (out / "results.json").exists():
         results = json.loads((out / "results.json").read_text())
+        earlier = results.get("unit")
+        for entry in results.get("methods", {}).values():  # older images keep their own run's unit
+            for r in entry.get("per_image", {}).values():
+                if earlier and "unit" not in r:
+                    r["unit"] = {k: earlier[k] for k in ("forward_s_per_image", "forward_backward_s_per_image")}
+                    r["unit_from"] = "the run that produced it (pass timed at that run's start and end)"
+        results.pop("unit_end", None)
     results.update({"settings": vars(a), "environment": environment(), "budget_fb_per_image": BUDGET})
     results.setdefault("methods", {})
     model = benchmark_model(a.seed)
@@ -266,13 +283,15 @@ def main(argv: list[str] | None = None) -> int:
     jobs = []
     if "rc-rde" in methods:
         jobs.append(("rc-rde@rate", "rc-rde", {"rate": a.rate}))
-    order = sorted(methods, key=lambda m: (m != "sensitivity", m))  # the cheap baseline of the goal first
+    slow = ("ord-rde", "l-rde", "mr-rde", "rc-rde")  # the rate-distortion methods last, the cheapest first
+    order = sorted(methods, key=lambda m: (m != "sensitivity", slow.index(m) if m in slow else -1, m))
     jobs += [(name, name, {}) for name in order]
     goal: dict[str, Any] = {"rate_fraction": a.rate, "score_draws": a.score_draws, "score_seed": a.score_seed}
     if a.merge and "rc_rde_goal" in results:
         goal["per_image"] = dict(results["rc_rde_goal"].get("per_image", {}))
     goal_done = set(goal.get("per_image", {}))
     shown: dict[str, torch.Tensor] = {}
+    todo = []
     for key, method, options in jobs:
         entry = results["methods"].setdefault(key, {"method": method, "options": options, "per_image": {}})
         if not a.merge:
@@ -280,25 +299,39 @@ def main(argv: list[str] | None = None) -> int:
         for i in range(a.images):
             if entry["per_image"].get(str(i), {}).get("ok") and (key != "rc-rde@rate" or str(i) in goal_done):
                 continue  # --merge: this image was done by an earlier run with the same settings
-            print(f"{key} image {i} ...", flush=True)
-            t0 = time.time()
-            job = {"threads": a.threads, "seed": a.seed, "first": i, "images": 1, "size": a.size}
-            res = _run({**job, "method": method, "options": options, "keep": key == "rc-rde@rate"})
-            res["wall_s"] = time.time() - t0
+            todo.append((key, method, options, i))
+
+    def one(item: tuple[str, str, dict[str, Any], int]) -> dict[str, Any]:
+        key, method, options, i = item
+        print(f"{key} image {i} ...", flush=True)
+        t0 = time.time()
+        job = {"threads": a.threads, "seed": a.seed, "first": i, "images": 1, "size": a.size}
+        res = _run({**job, "method": method, "options": options, "keep": key == "rc-rde@rate"})
+        res["wall_s"] = time.time() - t0
+        return res
+
+    memory_after = "sensitivity" if a.memory_check and "rc-rde" in methods else None
+    # results are gathered and written in this thread only, in the order the jobs finish
+    with ThreadPoolExecutor(max_workers=a.jobs) as pool:
+        running = {pool.submit(one, item): item for item in todo}
+        for fut in as_completed(running):
+            key, _, _, i = running[fut]
+            res, entry = fut.result(), results["methods"][key]
             if key == "rc-rde@rate" and res.get("ok"):
-                one = _score_rc(a, i, res["relevance"], res["target"])
-                goal.setdefault("per_image", {})[str(i)] = {k: v for k, v in one.items() if k not in ("masks", "top")}
+                scored = _score_rc(a, i, res["relevance"], res["target"])
+                kept = {k: v for k, v in scored.items() if k not in ("masks", "top")}
+                goal.setdefault("per_image", {})[str(i)] = kept
                 if i == 0:
-                    shown = {"masks": one["masks"], "top": one["top"], "grid": one["grid"]}
+                    shown = {"masks": scored["masks"], "top": scored["top"], "grid": scored["grid"]}
             res.pop("relevance", None)
             res.pop("target", None)
             entry["per_image"][str(i)] = res
             _summarise(results, unit(), goal)
             write_json(out / "results.json", results)
             print(f"  {_line(key, entry)}", flush=True)
-        if key == "sensitivity" and a.memory_check and "rc-rde" in methods:
-            results["memory"] = _memory(a)
-            write_json(out / "results.json", results)
+    if memory_after and "memory" not in results:
+        results["memory"] = _memory(a)
+        write_json(out / "results.json", results)
     if shown:
         _figure(results, x, shown["masks"], shown["top"], shown["grid"], out / "own_model.png")
     f1, fb1 = _pass_seconds(model, chunk)
@@ -348,7 +381,10 @@ def _summarise(results: dict[str, Any], unit: tuple[float, float], goal: dict[st
         calls = [r["info"].get("model_calls") for r in done]
         back = sum(r["info"].get("model_calls_backward", 0) for r in done)
         entry["seconds_per_image"] = sum(r["seconds"] for r in done) / n
-        entry["fb_multiple_per_image"] = entry["seconds_per_image"] / fb
+        # each image against the pass time timed in its own process (older results: their run's)
+        entry["fb_multiple_per_image"] = (
+            sum(r["seconds"] / r.get("unit", {}).get("forward_backward_s_per_image", fb) for r in done) / n
+        )
         entry["model_calls_per_image"] = None if None in calls else sum(calls) / n
         entry["fb_per_image"] = None if None in calls else (back + (sum(calls) - back) * f / fb) / n
         entry["fb_per_image_max"] = (
@@ -386,9 +422,11 @@ def _line(key: str, res: dict[str, Any]) -> str:
 def _table(results: dict[str, Any]) -> str:
     u, st = results["unit"], results["settings"]
     lines = [
-        f"ResNet-18 (random weights), 3x{st['size']}x{st['size']} images, {st['threads']} thread(s), one process "
-        f"per method and image; one forward+backward pass = {u['forward_backward_s_per_image'] * 1e3:.0f} ms per "
-        f"image (forward = {u['forward_ratio']:.2f} of it), mean of the passes timed at the start and the end",
+        f"ResNet-18 (random weights), 3x{st['size']}x{st['size']} images, {st['threads']} thread(s) per process, "
+        f"one process per method and image, {st.get('jobs', 1)} at once; 'x fb pass' divides each image's seconds by "
+        f"a forward+backward pass timed in the same process after the method (older images: their run's pass); "
+        f"this run's pass at start/end = {u['forward_backward_s_per_image'] * 1e3:.0f} ms per image "
+        f"(forward = {u['forward_ratio']:.2f} of it, the ratio used for fb-equivalents)",
         "",
         "| method | images | s / image | x fb pass | fb-equivalents / image (max) | model calls / image | peak MiB | "
         "estimator |",

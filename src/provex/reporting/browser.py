@@ -53,8 +53,10 @@ def open_report(path: str | os.PathLike, width: int = 1500, height: int = 1000) 
 
     ``errors``: console errors and uncaught exceptions; ``seconds``: from navigation start to
     the page's ready mark (the first gallery page and every figure within the first screen
-    drawn; figures further down are drawn when scrolled to, or by ``window.provexDrawAll()``),
-    measured by the page.
+    drawn by Plotly; figures further down are drawn when scrolled to, or by
+    ``window.provexDrawAll()``), measured by the page; ``painted_seconds``: to the first
+    screen's paint (cards, the selected image's maps as pictures, tables), before plotly.js
+    is evaluated.
     Any request leaving the file (network) is aborted and reported as an error.
     """
     from playwright.sync_api import sync_playwright
@@ -86,11 +88,14 @@ def open_report(path: str | os.PathLike, width: int = 1500, height: int = 1000) 
             page.wait_for_function("window.provexReady !== undefined", timeout=120_000)
             wall = time.perf_counter() - t0
             ready_ms = page.evaluate("window.provexReady")
+            painted_ms = page.evaluate("window.provexPainted === undefined ? null : window.provexPainted")
             metrics = {m["name"]: m["value"] for m in cdp.send("Performance.getMetrics")["metrics"]}
             yield {
                 "page": page,
                 "errors": errors,
                 "seconds": float(ready_ms) / 1000.0,
+                # the first screen painted before plotly.js is evaluated (None: a page without the mark)
+                "painted_seconds": None if painted_ms is None else float(painted_ms) / 1000.0,
                 "wall_seconds": wall,
                 # main-thread time inside tasks (scripts, layout, paint) up to now: idle waits are
                 # excluded, but a task is still stretched when other processes hold the CPU

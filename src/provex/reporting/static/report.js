@@ -129,7 +129,26 @@
         trace.colorbar = { title: { text: m.unit || "", side: "right" }, thickness: 10 };
         trace.hovertemplate = "x %{x}, y %{y}<br>" + m.name + " %{z:.4g}" + (m.unit ? " " + m.unit : "") + "<extra></extra>";
       }
+      if (!window.Plotly) return Promise.resolve(preview(div, m, it, title));
+      div.classList.remove("preview");
+      div.replaceChildren();
       return Plotly.react(div, [trace], layout, CONFIG);
+    }
+
+    function preview(div, m, it, title) {
+      // before plotly.js is evaluated: the thumbnail's picture of the map, its colour scale
+      // and range, so the first screen is readable at once; Plotly replaces it when loaded
+      div.classList.add("preview");
+      div.appendChild(el("div", null, title));
+      const s = el("div", "stack");
+      if (it.img) { const b = el("img"); b.src = it.imgDetail || it.img; b.alt = ""; s.appendChild(b); }
+      const o = el("img"); o.src = it.maps[m.name]; o.alt = m.name + " map"; s.appendChild(o);
+      div.appendChild(s);
+      const bar = el("div", "bar");
+      bar.style.background = "linear-gradient(to right, " + m.colorscale.map((c) => c[1] + " " + 100 * c[0] + "%").join(", ") + ")";
+      div.appendChild(bar);
+      const range = m.kind === "p-value" ? "p-value, log scale" : m.thumbShared ? fmt(m.shared[0]) + " to " + fmt(m.shared[1]) + (m.unit ? " " + m.unit : "") : "own range" + (m.unit ? ", " + m.unit : "");
+      div.appendChild(el("div", "tcap", range + " · loading the interactive map"));
     }
 
     function detail() {
@@ -147,7 +166,7 @@
         jobs.push(heatmap(d, m, it.vals[m.name], it, title));
         const extra = it.extra[m.name] || {};
         for (const name of m.extra) {
-          if (!extra[name]) continue;
+          if (!extra[name] || !window.Plotly) continue;  // per-rate maps have no picture of their own
           const e = el("div", "pv-map"); e.dataset.method = m.name + " " + name; box.appendChild(e);
           jobs.push(heatmap(e, m, extra[name], it, m.name + " " + name));
         }
@@ -162,8 +181,9 @@
     q(".p-prev").addEventListener("click", () => { st.page = Math.max(0, st.page - 1); render(); });
     q(".p-next").addEventListener("click", () => { st.page += 1; render(); });
     root.provexSelect = (i) => { st.sel = i; render(); return detail(); };
+    root.provexRedraw = () => detail();
     render();
-    return detail();
+    detail();
   }
 
   // Figures are drawn when they come near the viewport (a long page stays quick to open);
@@ -181,19 +201,45 @@
     return Plotly.newPlot(div, fig.data, fig.layout, CONFIG).then(() => { div.dataset.drawn = "1"; });
   }
   window.provexDrawAll = () => Promise.all([...pending.keys()].map(draw));
-  const jobs = [];
-  for (const [id, fig] of Object.entries(DATA.figures)) {
-    const div = document.getElementById(id);
-    if (!div) continue;
-    pending.set(id, fig);
-    const near = div.getBoundingClientRect().top < window.innerHeight + 300;
-    if (near || !observer) jobs.push(draw(id));
-    else observer.observe(div);
+  // The first screen (gallery cards, the selected image's maps as pictures, tables) is painted
+  // before plotly.js (1.5 MB) is evaluated; then the library is loaded from the page itself and
+  // the figures are drawn. provexPainted / provexReady mark the two moments.
+  const selects = [];
+  for (const [id, g] of Object.entries(DATA.galleries)) {
+    gallery(id, g);
+    const root = document.getElementById(id + "-root");
+    if (root && root.provexSelect) selects.push(root);
   }
-  for (const [id, g] of Object.entries(DATA.galleries)) jobs.push(gallery(id, g));
-  Promise.all(jobs).then(() => {
-    window.provexTimes = { glueStart: T0, dataParsed: T1, ready: performance.now() };
-    window.provexReady = window.provexTimes.ready;
-    document.body.dataset.ready = "1";
-  });
+  function plotlyPhase() {
+    const T2 = performance.now();
+    window.provexPainted = T2;
+    document.body.dataset.painted = "1";
+    const src = document.getElementById("provex-plotly");
+    if (src && !window.Plotly) {
+      const s = document.createElement("script");
+      s.textContent = src.textContent;
+      document.head.appendChild(s);
+    }
+    const T3 = performance.now();
+    if (!window.Plotly) {
+      console.error("provex report: plotly.js is missing from the page; the maps stay pictures, the charts are not drawn");
+      return;
+    }
+    const jobs = [];
+    for (const [id, fig] of Object.entries(DATA.figures)) {
+      const div = document.getElementById(id);
+      if (!div) continue;
+      pending.set(id, fig);
+      const near = div.getBoundingClientRect().top < window.innerHeight + 300;
+      if (near || !observer) jobs.push(draw(id));
+      else observer.observe(div);
+    }
+    for (const root of selects) jobs.push(root.provexRedraw());
+    Promise.all(jobs).then(() => {
+      window.provexTimes = { glueStart: T0, dataParsed: T1, painted: T2, plotlyEvaluated: T3, ready: performance.now() };
+      window.provexReady = window.provexTimes.ready;
+      document.body.dataset.ready = "1";
+    });
+  }
+  requestAnimationFrame(() => setTimeout(plotlyPhase, 0));
 })();
