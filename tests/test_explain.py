@@ -201,15 +201,19 @@ def test_model_calls_count_inputs_through_the_model() -> None:
     x = torch.rand(3, 3, 8, 8)
     calls = [0]
     model[0].register_forward_hook(lambda m, i, o: calls.__setitem__(0, calls[0] + i[0].shape[0]))
-    for method, opts, want in [
-        ("sensitivity", {}, 3),
-        ("guided-backprop", {}, 3),
-        ("smoothgrad", {"n_samples": 5, "progress": False}, 3 + 3 * 5),
-        ("lime", {"n_samples": 7, "progress": False}, 3 + 3 * 7),
+    graph = [0]  # inputs whose forward recorded a graph (counted here on the first layer)
+    model[0].register_forward_hook(lambda m, i, o: graph.__setitem__(0, graph[0] + i[0].shape[0] * o.requires_grad))
+    for method, opts, want, back in [
+        ("sensitivity", {}, 3, 3),
+        ("guided-backprop", {}, 3, 3),
+        ("smoothgrad", {"n_samples": 5, "progress": False}, 3 + 3 * 5, 3 * 5),
+        ("lime", {"n_samples": 7, "progress": False}, 3 + 3 * 7, 0),
     ]:
-        calls[0] = 0
+        calls[0] = graph[0] = 0
         exp = provex.explain(model, x, method, **opts)
         assert exp.info["model_calls"] == want == calls[0], method
+        # forward+backward passes: the gradient methods' own passes; LIME runs without a graph
+        assert exp.info["model_calls_backward"] == back == graph[0], method
         assert exp.info["seconds"] > 0
 
 

@@ -31,8 +31,15 @@ def test_unseen_models_sorts_failures() -> None:
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return x.flatten(1)[:, :3] @ torch.ones(2, 2)  # a bug in the model: shapes do not match
 
+    class Scores(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x.flatten(1).sum(1)  # one score per image: not a classifier's logits
+
+    row = unseen_models.run_one(Scores(), torch.rand(1, 1, 2, 2), "h-shap", 60)
+    assert row["status"] == "refused" and "(N, classes) logits" in row["message"]
+    # a 2 x 2 image is a valid input: h-Shap's default cells shrink to fit it (grid="auto")
     row = unseen_models.run_one(nn.Sequential(nn.Flatten(), nn.Linear(4, 2)), torch.rand(1, 1, 2, 2), "h-shap", 60)
-    assert row["status"] == "refused" and "grid=4 is larger" in row["message"]
+    assert row["status"] == "ok"
     row = unseen_models.run_one(Broken(), torch.rand(1, 1, 2, 2), "sensitivity", 60)
     assert row["status"] == "error" and "RuntimeError" in row["message"]
 

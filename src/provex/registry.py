@@ -28,6 +28,10 @@ After the call it records the cost keys every method has (see ``notes/convention
   as ``info["model_calls_converted"]`` (an int) and the registry adds them in (the RDE
   methods' ``info["model_calls_adf"]``, inputs through their ADF twin, counts the same way:
   :data:`CONVERTED_CALL_KEYS`). A ``model_calls`` a method set itself is replaced.
+* ``info["model_calls_backward"]``: of those, the inputs whose forward recorded an autograd
+  graph (a backward can follow: gradient methods), plus the converted passes (LRP's rewritten
+  graph is a forward+backward); RDE counts its own exactly. Benchmarks turn the two counts into
+  forward+backward equivalents.
 * ``info["seconds"]``: wall time of the whole ``explain`` call.
 * ``info["options"]``: every option with the value used.
 
@@ -222,20 +226,33 @@ class _ScriptView(nn.Module):
 
 @contextmanager
 def _count_inputs(model: nn.Module) -> Iterator[list[int]]:
-    """Count the inputs (first dimension of the first tensor argument) of every ``model`` call."""
-    count = [0]
+    """Count the inputs (first dimension of the first tensor argument) of every ``model`` call:
+    ``[all, those whose forward recorded an autograd graph]`` (the second: passes a backward
+    can follow, the forward+backward passes of gradient methods)."""
+    count = [0, 0]
 
-    def hook(_module: nn.Module, args: tuple, kwargs: dict) -> None:
+    def size(args: tuple, kwargs: dict) -> int:
         for a in (*args, *kwargs.values()):
             if isinstance(a, torch.Tensor):
-                count[0] += int(a.shape[0]) if a.ndim else 1
-                return
+                return int(a.shape[0]) if a.ndim else 1
+        return 0
 
-    handle = model.register_forward_pre_hook(hook, with_kwargs=True)
+    def pre(_module: nn.Module, args: tuple, kwargs: dict) -> None:
+        count[0] += size(args, kwargs)
+
+    def post(_module: nn.Module, args: tuple, kwargs: dict, out: Any) -> None:
+        if isinstance(out, torch.Tensor) and out.requires_grad:
+            count[1] += size(args, kwargs)
+
+    handles = [
+        model.register_forward_pre_hook(pre, with_kwargs=True),
+        model.register_forward_hook(post, with_kwargs=True),
+    ]
     try:
         yield count
     finally:
-        handle.remove()
+        for h in handles:
+            h.remove()
 
 
 def _prepare_x(x: torch.Tensor, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
@@ -342,6 +359,8 @@ def explain(
         exp.maps = {k: v.to(x.dtype) for k, v in exp.maps.items()}
     converted = sum(int(exp.info.get(k, 0) or 0) for k in CONVERTED_CALL_KEYS)
     exp.info["model_calls"] = int(calls[0]) + converted
+    # a method that counts its own backward passes (RDE) keeps its count
+    exp.info.setdefault("model_calls_backward", int(calls[1]) + converted)
     exp.info["seconds"] = time.perf_counter() - start
     exp.info.setdefault("options", {**spec.options, **options})
     return exp

@@ -7,7 +7,10 @@ feature's coefficient. Features:
 
 * ``features="grid"`` (default): ``grid`` x ``grid`` pixel squares, channels tied (``grid`` is
   the component side in pixels, as in every provex method; ``block`` is its deprecated name).
-  2 x 2 on MNIST gives 196 features, fine enough for the pixel-level ordering test.
+  The default ``grid="auto"`` picks the smallest side >= 2 with at most 196 blocks: 2 x 2 on
+  MNIST (196 features, fine enough for the pixel-level ordering test), 16 x 16 at 224 x 224
+  (where 2 x 2 would be 12,544 features: KernelSHAP's regression alone would take hours);
+  ``info["grid"]`` records the side used.
 * ``features="superpixels"``: SLIC segments of each image (``n_segments``; needs
   scikit-image). LIME's own image default (quickshift with kernel 4, max_dist 200) yields only
   one or two segments on 28 x 28 MNIST digits, which is why we do not use it.
@@ -42,6 +45,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from provex.baselines._common import seeded
+from provex.cells import auto_side
 from provex.checks import check_choice, check_float, check_int, check_optional
 from provex.explanation import Explanation
 from provex.registry import register_method
@@ -52,16 +56,31 @@ __all__ = ["feature_masks", "kernel_shap", "lime", "lime_kernel"]
 FEATURES = ("grid", "superpixels")
 
 
-def feature_masks(x: torch.Tensor, features: str = "grid", grid: int = 2, n_segments: int = 50) -> torch.Tensor:
+AUTO_FEATURES = 196  # grid="auto": at most this many blocks (2 x 2 on 28 x 28, 16 x 16 at 224 x 224)
+
+
+def block_side(shape: tuple[int, ...], grid: int | str) -> int:
+    """The block side of ``grid`` (``"auto"``: the smallest side >= 2 with at most 196 blocks)."""
+    h, w = int(shape[-2]), int(shape[-1])
+    if grid == "auto":
+        return auto_side(h, w, AUTO_FEATURES, at_least=2)
+    return check_int(grid, "grid")
+
+
+def feature_masks(
+    x: torch.Tensor, features: str = "grid", grid: int | str = "auto", n_segments: int = 50
+) -> torch.Tensor:
     """(N, C, H, W) integer feature ids 0..M-1 per image (channels tied).
 
     ``grid``: ``grid`` x ``grid`` pixel squares (the last row/column may be narrower when
-    ``grid`` does not divide the image). ``superpixels``: SLIC segments of each image.
+    ``grid`` does not divide the image); ``"auto"`` sizes them by the image (at most 196
+    blocks: 2 x 2 pixels on 28 x 28, 16 x 16 at 224 x 224), so the cost of KernelSHAP and
+    LIME does not grow with the resolution. ``superpixels``: SLIC segments of each image.
     """
     n, c, h, w = x.shape
     check_choice(features, "features", FEATURES)
     if features == "grid":
-        check_int(grid, "grid")
+        grid = block_side(x.shape, grid)
         if grid > min(h, w):
             raise ValueError(f"grid={grid} is larger than the image ({h} x {w})")
         cols = math.ceil(w / grid)
@@ -135,8 +154,9 @@ def _common_checks(n_samples: int | None, batch_size: int, baseline: float) -> N
     check_float(baseline, "baseline")
 
 
-def _info(budgets: list[int], masks: torch.Tensor, seeds: list[int]) -> dict[str, Any]:
+def _info(budgets: list[int], masks: torch.Tensor, seeds: list[int], grid: int | None) -> dict[str, Any]:
     return {
+        "grid": grid,
         "per_image": {
             "n_samples": torch.tensor(budgets),
             "n_features": torch.tensor([int(m.max()) + 1 for m in masks]),
@@ -157,7 +177,7 @@ def kernel_shap(
     x: torch.Tensor,
     target: torch.Tensor,
     features: str = "grid",
-    grid: int = 2,
+    grid: int | str = "auto",
     n_segments: int = 50,
     n_samples: int | None = None,
     baseline: float = 0.0,
@@ -167,6 +187,7 @@ def kernel_shap(
 ) -> Explanation:
     """KernelSHAP map; ``n_samples=None`` uses the shap package's 2 M + 2048 budget."""
     _common_checks(n_samples, batch_size, baseline)
+    side = block_side(x.shape, grid) if features == "grid" else None
     masks = feature_masks(x, features, grid, n_segments)
     from captum.attr import KernelShap  # imported on use: keeps `import provex` light
 
@@ -175,7 +196,7 @@ def kernel_shap(
             KernelShap(model), x, target, masks, float(baseline), n_samples, batch_size, seed, progress, "kernel-shap"
         )
     return Explanation(
-        relevance=rel, method="kernel-shap", target=target.detach().clone(), info=_info(budgets, masks, seeds)
+        relevance=rel, method="kernel-shap", target=target.detach().clone(), info=_info(budgets, masks, seeds, side)
     )
 
 
@@ -191,7 +212,7 @@ def lime(
     x: torch.Tensor,
     target: torch.Tensor,
     features: str = "grid",
-    grid: int = 2,
+    grid: int | str = "auto",
     n_segments: int = 50,
     n_samples: int = 1000,
     kernel_width: float = 0.25,
@@ -205,6 +226,7 @@ def lime(
     _common_checks(n_samples, batch_size, baseline)
     check_float(kernel_width, "kernel_width", low=0, low_open=True)
     check_float(ridge, "ridge", low=0)
+    side = block_side(x.shape, grid) if features == "grid" else None
     masks = feature_masks(x, features, grid, n_segments)
     from captum._utils.models.linear_model import SkLearnLinearRegression, SkLearnRidge
     from captum.attr import Lime
@@ -215,4 +237,6 @@ def lime(
         rel, budgets, seeds = _explain_each(
             explainer, x, target, masks, float(baseline), n_samples, batch_size, seed, progress, "lime"
         )
-    return Explanation(relevance=rel, method="lime", target=target.detach().clone(), info=_info(budgets, masks, seeds))
+    return Explanation(
+        relevance=rel, method="lime", target=target.detach().clone(), info=_info(budgets, masks, seeds, side)
+    )

@@ -301,6 +301,10 @@ def main(argv: list[str] | None = None) -> int:
                 continue  # --merge: this image was done by an earlier run with the same settings
             todo.append((key, method, options, i))
 
+    # the cheap methods image after image, then the rate-distortion ones image-major (every method's
+    # first image before any second one), so a run cut short still covers every method
+    todo.sort(key=lambda t: (t[1] in slow, t[3] if t[1] in slow else 0))
+
     def one(item: tuple[str, str, dict[str, Any], int]) -> dict[str, Any]:
         key, method, options, i = item
         print(f"{key} image {i} ...", flush=True)

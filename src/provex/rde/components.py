@@ -14,6 +14,8 @@ import math
 
 import torch
 
+from provex.cells import auto_side
+
 __all__ = ["AUTO_COMPONENTS", "Components", "auto_grid"]
 
 AUTO_COMPONENTS = 784  # grid="auto": at most this many components (28 x 28; 8 x 8 blocks at 224 x 224)
@@ -22,9 +24,7 @@ AUTO_COMPONENTS = 784  # grid="auto": at most this many components (28 x 28; 8 x
 def auto_grid(image_shape: tuple[int, ...], max_components: int = AUTO_COMPONENTS) -> int | None:
     """The smallest block side b with ceil(H/b) * ceil(W/b) <= ``max_components`` (None: single-channel pixels)."""
     c, h, w = (int(v) for v in image_shape[-3:])
-    b = max(1, math.ceil(math.sqrt(h * w / max_components)))
-    while math.ceil(h / b) * math.ceil(w / b) > max_components:
-        b += 1
+    b = auto_side(h, w, max_components)
     return None if b == 1 and c == 1 else b
 
 

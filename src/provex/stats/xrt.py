@@ -65,7 +65,7 @@ class ValueFunction:
         draws: int,
         n_features: int,
         generator: torch.Generator | None = None,
-        batch_size: int = 4096,
+        batch_size: int = 512,
     ) -> None:
         self.f, self.sampler, self.x = f, sampler, x
         self.draws, self.n_features, self.gen, self.batch_size = draws, n_features, generator, batch_size
@@ -284,7 +284,7 @@ def _shap_xrt_method(
     alpha: float = 0.05,
     shapley: bool = True,
     seed: int | Sequence[int] | None = 0,
-    batch_size: int = 4096,
+    batch_size: int = 512,
     progress: bool = True,
 ) -> Explanation:
     """Regions of ``grid`` x ``grid`` pixels (default: the four quadrants) are the features;
