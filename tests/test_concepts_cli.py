@@ -75,6 +75,15 @@ def test_cli_writes_table_json_and_figure(mnist_root: Path, tmp_path: Path, caps
     rows = res["results"]["1"]["rows"]
     assert len(rows) == 8 and all(0.0 <= r["rejection_rate"] <= 1.0 and 0.0 < r["mean_tau"] <= 1.0 for r in rows)
     assert (out / "class1-skit.png").read_bytes()[:4] == b"\x89PNG"
+    # the wealth paths: one per repeat and concept, from K_0 = 1 to the stop; a repeat is a
+    # rejection exactly when its path reached 1 / alpha (the rates in the table come from them)
+    wealth = res["results"]["1"]["wealth"]
+    assert list(wealth) == res["concepts"]
+    for r in rows:  # the table is sorted by rejection time; the paths are keyed by concept
+        paths = wealth[r["concept"]]
+        assert len(paths) == 3 and all(p[0] == 1.0 and 1 <= len(p) <= 61 for p in paths)
+        reached = [max(p) >= 1 / 0.05 for p in paths]
+        assert sum(reached) / 3 == pytest.approx(r["rejection_rate"])
 
 
 def test_user_concept_file(tmp_path: Path) -> None:

@@ -152,6 +152,10 @@ def run(args: argparse.Namespace) -> int:
             "figure": png.name,
             "rejection_rate": res.rejection_rate(0).tolist(),
             "mean_tau": res.mean_tau(0).tolist(),
+            # each repeat's wealth path K_0 = 1, K_1, ... up to its stop (drawn by `provex report`)
+            "wealth": {
+                name: [_until_stop(path) for path in res.wealth[:, j].tolist()] for j, name in enumerate(data.names)
+            },
         }
     settings = {k: v for k, v in vars(args).items() if k != "func"}
     write_json(
@@ -170,3 +174,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 __all__ = ["register", "run"]
+
+
+def _until_stop(path: list[float]) -> list[float]:
+    """A wealth path without the NaN padding after the step where its test stopped."""
+    out = []
+    for v in path:
+        if v != v:  # NaN: the test stopped before this step
+            break
+        out.append(v)
+    return out
