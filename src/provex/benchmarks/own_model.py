@@ -327,6 +327,12 @@ def main(argv: list[str] | None = None) -> int:
                 goal.setdefault("per_image", {})[str(i)] = kept
                 if i == 0:
                     shown = {"masks": scored["masks"], "top": scored["top"], "grid": scored["grid"]}
+                    # kept for the figure of later --merge runs that do not redo image 0
+                    results["figure_masks"] = {
+                        "masks": shown["masks"][:1].tolist(),
+                        "top": shown["top"][:1].tolist(),
+                        "grid": shown["grid"],
+                    }
             res.pop("relevance", None)
             res.pop("target", None)
             entry["per_image"][str(i)] = res
@@ -336,6 +342,9 @@ def main(argv: list[str] | None = None) -> int:
     if memory_after and "memory" not in results:
         results["memory"] = _memory(a)
         write_json(out / "results.json", results)
+    if not shown and "figure_masks" in results:
+        kept = results["figure_masks"]
+        shown = {"masks": torch.tensor(kept["masks"]), "top": torch.tensor(kept["top"]), "grid": kept["grid"]}
     if shown:
         _figure(results, x, shown["masks"], shown["top"], shown["grid"], out / "own_model.png")
     f1, fb1 = _pass_seconds(model, chunk)
