@@ -172,6 +172,12 @@ def _run(job: dict[str, Any]) -> dict[str, Any]:
         return torch.load(path, weights_only=False)
 
 
+def _ratio(r: dict[str, Any], default: float) -> float:
+    """The forward / forward+backward time ratio timed with image result ``r`` (else ``default``)."""
+    u = r.get("unit") or {}
+    return u["forward_s_per_image"] / u["forward_backward_s_per_image"] if u else default
+
+
 def _fb_equivalents(info: dict[str, Any], ratio: float, n: int) -> float | None:
     """Forward+backward equivalents per image: inputs with backward + forward-only inputs x ratio."""
     if "model_calls" not in info:
@@ -392,17 +398,16 @@ def _summarise(results: dict[str, Any], unit: tuple[float, float], goal: dict[st
             continue
         n = len(done)
         calls = [r["info"].get("model_calls") for r in done]
-        back = sum(r["info"].get("model_calls_backward", 0) for r in done)
         entry["seconds_per_image"] = sum(r["seconds"] for r in done) / n
         # each image against the pass time timed in its own process (older results: their run's)
         entry["fb_multiple_per_image"] = (
             sum(r["seconds"] / r.get("unit", {}).get("forward_backward_s_per_image", fb) for r in done) / n
         )
         entry["model_calls_per_image"] = None if None in calls else sum(calls) / n
-        entry["fb_per_image"] = None if None in calls else (back + (sum(calls) - back) * f / fb) / n
-        entry["fb_per_image_max"] = (
-            None if None in calls else max(_fb_equivalents(r["info"], f / fb, 1) for r in done)  # type: ignore[type-var]
-        )
+        # each image with the forward / forward+backward ratio timed in its own process
+        per = [] if None in calls else [_fb_equivalents(r["info"], _ratio(r, f / fb), 1) for r in done]
+        entry["fb_per_image"] = sum(per) / n if per else None  # type: ignore[arg-type]
+        entry["fb_per_image_max"] = max(per) if per else None  # type: ignore[type-var]
         entry["peak_rss_mb"] = max(r["peak_rss_mb"] for r in done)
         entry["info"] = done[0]["info"]
     rc = results["methods"].get("rc-rde@rate")
