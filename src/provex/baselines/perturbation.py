@@ -188,7 +188,7 @@ def kernel_shap(
     """KernelSHAP map; ``n_samples=None`` uses the shap package's 2 M + 2048 budget."""
     _common_checks(n_samples, batch_size, baseline)
     side = block_side(x.shape, grid) if features == "grid" else None
-    masks = feature_masks(x, features, grid, n_segments)
+    masks = feature_masks(x, features, side or grid, n_segments)  # side: None for superpixels
     from captum.attr import KernelShap  # imported on use: keeps `import provex` light
 
     with torch.no_grad():
@@ -227,7 +227,7 @@ def lime(
     check_float(kernel_width, "kernel_width", low=0, low_open=True)
     check_float(ridge, "ridge", low=0)
     side = block_side(x.shape, grid) if features == "grid" else None
-    masks = feature_masks(x, features, grid, n_segments)
+    masks = feature_masks(x, features, side or grid, n_segments)  # side: None for superpixels
     from captum._utils.models.linear_model import SkLearnLinearRegression, SkLearnRidge
     from captum.attr import Lime
 
