@@ -20,6 +20,7 @@ from torch import nn
 
 import provex
 from provex.runs.local import PROVEX_ROOT
+from provex.runs.ray_engine import private_ray_options
 
 N = 200  # the acceptance size
 SHARD = 16
@@ -178,14 +179,7 @@ def ray_address() -> str | None:
     if address:
         yield address
         return
-    path = os.pathsep.join(p for p in (PROVEX_ROOT, os.environ.get("PYTHONPATH")) if p)
-    ray.init(
-        num_cpus=2,
-        include_dashboard=False,
-        logging_level="WARNING",
-        log_to_driver=False,
-        runtime_env={"env_vars": {"PYTHONPATH": path}},
-    )
+    ray.init(logging_level="WARNING", log_to_driver=False, **private_ray_options(2))
     yield None
     ray.shutdown()
 

@@ -44,6 +44,7 @@ from provex.io import atomic_write
 from provex.options import parse_options
 from provex.runs import run
 from provex.runs.local import PROVEX_ROOT
+from provex.runs.ray_engine import private_ray_options
 
 __all__ = ["main"]
 
@@ -151,14 +152,7 @@ def main(argv: list[str] | None = None) -> int:
 
                 ray = import_ray()
                 t0 = time.perf_counter()
-                path = os.pathsep.join(p for p in (PROVEX_ROOT, os.environ.get("PYTHONPATH")) if p)
-                ray.init(
-                    num_cpus=max(workers) * a.threads,
-                    include_dashboard=False,
-                    logging_level="WARNING",
-                    log_to_driver=False,
-                    runtime_env={"env_vars": {"PYTHONPATH": path}},
-                )
+                ray.init(logging_level="WARNING", log_to_driver=False, **private_ray_options(max(workers) * a.threads))
                 ray_start = time.perf_counter() - t0
             for w in workers:
                 folder = work / f"{engine}-w{w}"
@@ -235,6 +229,7 @@ def main(argv: list[str] | None = None) -> int:
             "load_average_after": _loadavg(),
             "forward_backward_batch64_s": [fb_before, fb_after],
             "ray_start_s": ray_start,
+            "ray_worker_niceness": private_ray_options(1)["_system_config"]["worker_niceness"],
         },
         "runs": runs,
         "speedup": speedups,
@@ -249,22 +244,22 @@ def main(argv: list[str] | None = None) -> int:
         f"# run scaling: {'+'.join(methods)}, {images} MNIST test images, shards of {shard}, "
         f"{a.threads} thread(s) per worker{' (quick)' if a.quick else ''}",
         "",
-        "| engine | workers | wall s | images/s | speed-up | s per image / fwd+bwd(64) |",
-        "|---|---|---|---|---|---|",
+        "| engine | workers | wall s | images/s | speed-up | s per image / fwd+bwd(64) | method s (sum) |",
+        "|---|---|---|---|---|---|---|",
     ]
     for r in runs:
         sp = speedups.get(r["engine"], {}).get(str(r["workers"]))
+        per_image = f"{r['wall_s'] * r['workers'] / images / fb:.1f}"
         lines.append(
             f"| {r['engine']} | {r['workers']} | {r['wall_s']:.1f} | {r['images_per_s']:.3f} | "
-            f"{sp:.2f}x | {r['wall_s'] * r['workers'] / images / fb:.1f} |"
-            if sp
-            else f"| {r['engine']} | {r['workers']} | {r['wall_s']:.1f} | {r['images_per_s']:.3f} | - | - |"
+            f"{f'{sp:.2f}x' if sp else '-'} | {per_image} | {r['method_seconds_sum']:.1f} |"
         )
     lines += [
         "",
         "- Ray overhead against local at equal workers: "
         + ", ".join(f"{w} worker(s) {v * 100:+.1f} %" for w, v in overhead.items())
-        + f" (goal <= {GOAL_RAY_OVERHEAD * 100:.0f} %); private Ray start-up {ray_start or 0:.1f} s, not included",
+        + f" (goal <= {GOAL_RAY_OVERHEAD * 100:.0f} %); private Ray start-up {ray_start or 0:.1f} s, not included; "
+        f"its workers at nice {results['settings']['ray_worker_niceness']}",
         f"- local speed-up with 2 workers: {goals['local_speedup_2_workers'] or float('nan'):.2f}x "
         f"(goal >= {GOAL_SPEEDUP}x)",
         f"- resume a finished run: {resume_api:.2f} s (provex.run in this process), "

@@ -9,7 +9,8 @@ that raises, is resubmitted by the driver (which counts attempts per shard, exac
 local engine does) until ``max_attempts``; then the shard is reported as failed.
 
 ``address=None`` starts a private Ray on this machine with ``workers * threads`` CPUs (and
-shuts it down at the end); ``"auto"`` or ``"HOST:PORT"`` joins a running cluster (``ray
+shuts it down at the end), its workers at normal priority (:func:`private_ray_options`);
+``"auto"`` or ``"HOST:PORT"`` joins a running cluster (``ray
 start --head`` on one machine, ``ray start --address HOST:PORT`` on the others). Every node
 needs the same provex and torch installed; the driver checks the version of each worker.
 """
@@ -30,7 +31,7 @@ from provex.runs.local import PROVEX_ROOT, Failure, Outcome, log
 from provex.runs.packing import dumps, loads, pack_model, unpack_model
 from provex.runs.task import RunPlan, ShardJob, compute_context, compute_shard, error_text
 
-__all__ = ["import_ray", "run_ray"]
+__all__ = ["import_ray", "private_ray_options", "run_ray"]
 
 _CACHE: dict[str, tuple[nn.Module, RunPlan]] = {}
 
@@ -64,14 +65,32 @@ def _ray_task(refs: list[Any], job: ShardJob) -> tuple[Any, ...]:
         return ("error", job.shard, error_text(err), __version__)
 
 
+def private_ray_options(cpus: int) -> dict[str, Any]:
+    """``ray.init`` arguments for a private Ray on this machine with ``cpus`` CPUs.
+
+    Ray starts its workers at nice 15 by default, so that its own services stay responsive on a
+    busy node. For a private Ray the workers are the job's compute, as the local engine's
+    processes are: a niced worker gets a small share of a core as soon as any normal process
+    wants that core (measured: under 5 % beside two busy processes on 2 cores), so they run at
+    the driver's priority here (``worker_niceness=0``). Clusters started with ``ray start`` keep
+    their own setting (``RAY_worker_niceness=0 ray start ...`` changes it there).
+    """
+    path = os.pathsep.join(p for p in (PROVEX_ROOT, os.environ.get("PYTHONPATH")) if p)
+    return {
+        "num_cpus": cpus,
+        "include_dashboard": False,
+        "runtime_env": {"env_vars": {"PYTHONPATH": path}},  # its workers import this provex
+        "_system_config": {"worker_niceness": 0},
+    }
+
+
 def _init(ray: Any, address: str | None, cpus: int) -> bool:
     """Connect to (or start) Ray; True when this call started it (and must shut it down)."""
     if ray.is_initialized():
         return False
     kwargs: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": False}
-    if address is None:  # a private Ray on this machine: its workers import this provex
-        path = os.pathsep.join(p for p in (PROVEX_ROOT, os.environ.get("PYTHONPATH")) if p)
-        kwargs.update(num_cpus=cpus, include_dashboard=False, runtime_env={"env_vars": {"PYTHONPATH": path}})
+    if address is None:
+        kwargs.update(private_ray_options(cpus))
     else:
         kwargs["address"] = address
     try:
