@@ -266,7 +266,10 @@ def main(argv: list[str] | None = None) -> int:
                     r["unit"] = {k: earlier[k] for k in ("forward_s_per_image", "forward_backward_s_per_image")}
                     r["unit_from"] = "the run that produced it (pass timed at that run's start and end)"
         results.pop("unit_end", None)
-    results.update({"settings": vars(a), "environment": environment(), "budget_fb_per_image": BUDGET})
+    settings = vars(a)
+    if a.merge:  # the methods of every run merged so far, not only this one's
+        settings = {**settings, "methods": sorted({*results.get("settings", {}).get("methods", []), *methods})}
+    results.update({"settings": settings, "environment": environment(), "budget_fb_per_image": BUDGET})
     results.setdefault("methods", {})
     model = benchmark_model(a.seed)
     x = benchmark_images(a.images, a.size)
@@ -500,7 +503,8 @@ def _figure(
     ax.barh(names, values, color=["C0" if c else "C7" for c in counted])
     ax.axvline(BUDGET, color="k", ls=":", lw=1)
     ax.set_xscale("log")
-    ax.set_xlabel("forward+backward equivalents per image (grey: wall time / one pass)")
+    grey = "" if all(counted) else " (grey: wall time / one pass)"
+    ax.set_xlabel(f"forward+backward equivalents per image{grey}")
     ax.set_title("cost at the defaults (dotted: RC-RDE's budget)", fontsize=9)
     goal = results.get("rc_rde_goal")
     if goal and goal.get("per_image"):
