@@ -50,3 +50,25 @@ def test_summary_aggregates_images_and_judges_the_goal() -> None:
 def test_benchmark_images_are_three_channel_and_in_range() -> None:
     x = benchmark_images(2, 64)
     assert x.shape == (2, 3, 64, 64) and float(x.min()) >= 0.05 - 1e-6 and float(x.max()) <= 0.95 + 1e-6
+
+
+def test_merge_keeps_every_run_s_methods_and_images(tmp_path) -> None:
+    """A ``--merge`` run with other methods adds them and keeps the earlier ones, in results and settings."""
+    import json
+
+    from provex.benchmarks.own_model import main
+
+    args = ["--quick", "--no-memory-check", "--out", str(tmp_path)]
+    assert main([*args, "--methods", "sensitivity"]) == 0
+    first = json.loads((tmp_path / "results.json").read_text())
+    seconds = first["methods"]["sensitivity"]["per_image"]["0"]["seconds"]
+    assert main([*args, "--merge", "--methods", "guided-backprop"]) == 0
+    merged = json.loads((tmp_path / "results.json").read_text())
+    assert merged["settings"]["methods"] == ["guided-backprop", "sensitivity"]
+    assert set(merged["methods"]) == {"sensitivity", "guided-backprop"}
+    assert merged["methods"]["guided-backprop"]["images_done"] == 1
+    # the earlier method's image was kept, not recomputed
+    assert merged["methods"]["sensitivity"]["per_image"]["0"]["seconds"] == seconds
+    # without --merge the settings name this run's methods only
+    assert main([*args, "--methods", "sensitivity"]) == 0
+    assert json.loads((tmp_path / "results.json").read_text())["settings"]["methods"] == ["sensitivity"]

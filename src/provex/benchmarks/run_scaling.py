@@ -7,8 +7,15 @@ images with ``mnist-cnn`` once per (engine, workers) pair, each into a fresh run
 
 * throughput (images per second of wall time, worker start-up included) per engine and
   number of workers, and the speed-up of N workers over one;
-* Ray's overhead: its wall time over the local engine's at equal workers (the private Ray is
-  started once, before the Ray runs; its start-up time is reported separately);
+* Ray's overhead: its wall time over the local engine's at equal workers (a private Ray is
+  started for each Ray run; its start-up time is reported separately). The runs alternate
+  engines (local 1, Ray 1, Ray 2, local 2, ...) so that a slow drift of the machine's speed
+  falls on both engines alike;
+* each run's engine time: worker-seconds not spent in the methods (``wall x workers`` minus the
+  sum of the methods' seconds): start-up, shipping images and maps, writing the store, the
+  idle tail of the last shards. Unlike wall time, this does not move with the machine's speed;
+* a paired check of the compute itself (``--paired-rounds``): the same shard computed in this
+  process and in a Ray worker, alternately, so both meet the same machine;
 * the time to resume a finished run: the same call again (``provex.run`` in this process)
   and the same command in a fresh interpreter (``python -m provex run``, Python and torch
   imports included); both find every shard done and compute nothing;
@@ -65,6 +72,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--engines", nargs="+", choices=["local", "ray"], default=["local", "ray"])
     p.add_argument("--shard-size", type=int, default=None, help="images per shard (default 10; quick 2)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per worker (default 1)")
+    p.add_argument(
+        "--paired-rounds",
+        type=int,
+        default=None,
+        help="rounds of the paired in-process / Ray-worker shard (default 3; quick 1; 0: skip)",
+    )
     p.add_argument("--work", default=None, help="folder for the run stores (default: a temporary folder, removed)")
     add_quick_argument(p, "8 images in shards of 2")
     p.add_argument("--out", default="benchmarks/run_scaling/results", help="output folder")
@@ -119,11 +132,57 @@ def _resume_cli_seconds(argv: list[str]) -> float:
     return seconds
 
 
+def _paired(model: torch.nn.Module, methods: dict[str, Any], images: int, threads: int, rounds: int) -> dict[str, Any]:
+    """The first shard computed in this process and in a private Ray worker, alternately.
+
+    Both compute the same images with the same code, at the same moments of the machine's
+    life, so their ratio says whether a Ray worker computes slower, free of the drift between
+    runs made minutes apart.
+    """
+    from provex.runs.data import resolve_data
+    from provex.runs.packing import dumps, pack_model
+    from provex.runs.ray_engine import _ray_task, import_ray
+    from provex.runs.task import RunPlan, ShardJob, compute_context, compute_shard
+
+    ray = import_ray()
+    x, y = resolve_data("mnist-test", limit=images).batch(list(range(images)))
+    job = ShardJob(0, list(range(images)), x, y)
+    plan = RunPlan(methods=methods, score={}, seed=0, threads=threads)
+    ray.init(logging_level="WARNING", log_to_driver=False, **private_ray_options(threads))
+    try:
+        refs = [ray.put(pack_model(model)), ray.put(dumps(plan))]
+        remote = ray.remote(num_cpus=threads, max_retries=0)(_ray_task)
+        warm = ShardJob(0, [0], x[:1], y[:1])
+        ray.get(remote.remote(refs, warm))  # the worker's start-up and model are not timed
+        with compute_context(threads):
+            compute_shard(model, plan, warm)
+        here, there = [], []
+        for _ in range(rounds):
+            with compute_context(threads):
+                here.append(sum(r["seconds"] for r in compute_shard(model, plan, job).rows))
+            msg = ray.get(remote.remote(refs, job))
+            if msg[0] != "ok":
+                raise RuntimeError(f"paired check: the Ray task failed: {msg[2]}")
+            there.append(sum(r["seconds"] for r in msg[1].rows))
+    finally:
+        ray.shutdown()
+    ratios = [b / a for a, b in zip(here, there, strict=True)]
+    return {
+        "images": images,
+        "in_process_s": here,
+        "ray_worker_s": there,
+        "ratios": ratios,
+        "median_ratio": sorted(ratios)[len(ratios) // 2],
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     a = _parser().parse_args(argv)
     images = a.images if a.images is not None else (QUICK["images"] if a.quick else 500)
     shard = a.shard_size if a.shard_size is not None else (QUICK["shard_size"] if a.quick else 10)
+    paired_rounds = a.paired_rounds if a.paired_rounds is not None else (1 if a.quick else 3)
     checks = {"--images": images, "--shard-size": shard, "--threads": a.threads, "--workers": min(a.workers)}
+    checks["--paired-rounds"] = paired_rounds + 1  # 0 is allowed: no paired check
     for name, v in checks.items():
         if v < 1:
             raise ValueError(f"{name} must be >= 1, got {v}")
@@ -145,38 +204,49 @@ def main(argv: list[str] | None = None) -> int:
     runs: list[dict[str, Any]] = []
     maps: dict[str, dict[str, torch.Tensor]] = {}
     ray_start = None
+    paired: dict[str, Any] | None = None
+    # alternate the engines, reversing their order at each worker count (local 1, Ray 1, Ray 2,
+    # local 2, ...), so that a drift of the machine's speed over the hour does not favour one
+    order = [
+        (engine, w)
+        for k, w in enumerate(workers)
+        for engine in (a.engines if k % 2 == 0 else list(reversed(a.engines)))
+    ]
     try:
-        for engine in a.engines:
+        for engine, w in order:
+            ray = None
             if engine == "ray":
                 from provex.runs.ray_engine import import_ray
 
                 ray = import_ray()
                 t0 = time.perf_counter()
-                ray.init(logging_level="WARNING", log_to_driver=False, **private_ray_options(max(workers) * a.threads))
-                ray_start = time.perf_counter() - t0
-            for w in workers:
-                folder = work / f"{engine}-w{w}"
-                t0 = time.perf_counter()
+                ray.init(logging_level="WARNING", log_to_driver=False, **private_ray_options(w * a.threads))
+                ray_start = ray_start if ray_start is not None else time.perf_counter() - t0
+            folder = work / f"{engine}-w{w}"
+            t0 = time.perf_counter()
+            try:
                 result = run(model, "mnist-test", methods, out=folder, engine=engine, workers=w, **common)
-                wall = time.perf_counter() - t0
-                if not result.complete:
-                    raise RuntimeError(f"{engine} with {w} workers: failed shards {result.failed}")
-                compute = float(result.table.seconds.sum())
-                runs.append(
-                    {
-                        "engine": engine,
-                        "workers": w,
-                        "wall_s": wall,
-                        "images_per_s": images / wall,
-                        "method_seconds_sum": compute,
-                        "parallel_efficiency": compute / (wall * w),
-                        "load_average_after": _loadavg(),
-                    }
-                )
-                maps[f"{engine}-w{w}"] = {m: result.maps[m] for m in methods}
-                print(f"{engine:5s} {w} worker(s): {wall:7.1f} s, {images / wall:.3f} images/s", flush=True)
-            if engine == "ray":
-                ray.shutdown()
+            finally:
+                if ray is not None:
+                    ray.shutdown()
+            wall = time.perf_counter() - t0
+            if not result.complete:
+                raise RuntimeError(f"{engine} with {w} workers: failed shards {result.failed}")
+            compute = float(result.table.seconds.sum())
+            runs.append(
+                {
+                    "engine": engine,
+                    "workers": w,
+                    "wall_s": wall,
+                    "images_per_s": images / wall,
+                    "method_seconds_sum": compute,
+                    "engine_seconds": wall * w - compute,
+                    "parallel_efficiency": compute / (wall * w),
+                    "load_average_after": _loadavg(),
+                }
+            )
+            maps[f"{engine}-w{w}"] = {m: result.maps[m] for m in methods}
+            print(f"{engine:5s} {w} worker(s): {wall:7.1f} s, {images / wall:.3f} images/s", flush=True)
         # resuming a finished run: nothing is recomputed
         first = f"{runs[0]['engine']}-w{runs[0]['workers']}"
         t0 = time.perf_counter()
@@ -189,6 +259,9 @@ def main(argv: list[str] | None = None) -> int:
         argv_cli += ["--methods", *methods, "--shard-size", str(shard), "--no-progress", "--out", str(work / first)]
         argv_cli += [f"-O{m}:{k}={v!r}" for m, o in methods.items() for k, v in o.items()]
         resume_cli = _resume_cli_seconds(argv_cli)
+        if "ray" in a.engines and paired_rounds:
+            paired = _paired(model, methods, shard, a.threads, paired_rounds)
+            print(f"paired shard, Ray worker / in-process: {paired['ratios']}", flush=True)
     finally:
         if not a.work:
             shutil.rmtree(work, ignore_errors=True)
@@ -234,6 +307,7 @@ def main(argv: list[str] | None = None) -> int:
         "runs": runs,
         "speedup": speedups,
         "ray_overhead": overhead,
+        "paired": paired,
         "goals": goals,
     }
     out.mkdir(parents=True, exist_ok=True)
@@ -244,15 +318,17 @@ def main(argv: list[str] | None = None) -> int:
         f"# run scaling: {'+'.join(methods)}, {images} MNIST test images, shards of {shard}, "
         f"{a.threads} thread(s) per worker{' (quick)' if a.quick else ''}",
         "",
-        "| engine | workers | wall s | images/s | speed-up | s per image / fwd+bwd(64) | method s (sum) |",
-        "|---|---|---|---|---|---|---|",
+        "| engine | workers | wall s | images/s | speed-up | s per image / fwd+bwd(64) | method s (sum) "
+        "| engine s (share) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in runs:
         sp = speedups.get(r["engine"], {}).get(str(r["workers"]))
         per_image = f"{r['wall_s'] * r['workers'] / images / fb:.1f}"
         lines.append(
             f"| {r['engine']} | {r['workers']} | {r['wall_s']:.1f} | {r['images_per_s']:.3f} | "
-            f"{f'{sp:.2f}x' if sp else '-'} | {per_image} | {r['method_seconds_sum']:.1f} |"
+            f"{f'{sp:.2f}x' if sp else '-'} | {per_image} | {r['method_seconds_sum']:.1f} | "
+            f"{r['engine_seconds']:.1f} ({r['engine_seconds'] / (r['wall_s'] * r['workers']) * 100:.1f} %) |"
         )
     lines += [
         "",
@@ -265,9 +341,19 @@ def main(argv: list[str] | None = None) -> int:
         f"- resume a finished run: {resume_api:.2f} s (provex.run in this process), "
         f"{resume_cli:.1f} s (`provex run` in a fresh interpreter)",
         f"- identical maps across all runs: {identical}",
+        "- runs in this order: "
+        + ", ".join(f"{r['engine']} {r['workers']}" for r in runs)
+        + "; engine s: worker-seconds outside the methods (wall x workers - method s)",
         f"- one forward+backward pass of 64 images: {fb * 1e3:.1f} ms; load average before {load_before}, "
         f"after {results['settings']['load_average_after']} on {os.cpu_count()} cores",
     ]
+    if paired:
+        lines.append(
+            f"- paired: the first {paired['images']} images computed alternately in this process and in a Ray "
+            f"worker, {len(paired['ratios'])} rounds: Ray / in-process method seconds "
+            + ", ".join(f"{v:.3f}" for v in paired["ratios"])
+            + f" (median {paired['median_ratio']:.3f})"
+        )
     table = "\n".join(lines) + "\n"
     with atomic_write(out / "table.md") as tmp:
         tmp.write_text(table)
