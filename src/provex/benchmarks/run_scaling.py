@@ -182,10 +182,11 @@ def main(argv: list[str] | None = None) -> int:
     shard = a.shard_size if a.shard_size is not None else (QUICK["shard_size"] if a.quick else 10)
     paired_rounds = a.paired_rounds if a.paired_rounds is not None else (1 if a.quick else 3)
     checks = {"--images": images, "--shard-size": shard, "--threads": a.threads, "--workers": min(a.workers)}
-    checks["--paired-rounds"] = paired_rounds + 1  # 0 is allowed: no paired check
     for name, v in checks.items():
         if v < 1:
             raise ValueError(f"{name} must be >= 1, got {v}")
+    if paired_rounds < 0:
+        raise ValueError(f"--paired-rounds must be >= 0 (0: no paired check), got {paired_rounds}")
     methods: dict[str, dict[str, Any]] = {m: {} for m in a.methods}
     for pair in a.option or []:
         name, _, kv = pair.partition(":")
